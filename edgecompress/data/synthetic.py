@@ -1,0 +1,147 @@
+"""Criteo-like synthetic click data with a known hidden factor model."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgecompress.data.dataset import Dataset
+from edgecompress.errors import DataError
+
+DEFAULT_VOCAB_SIZES = (20000, 10000, 5000, 2000, 1000, 500, 200, 100)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def _calibrate(logit: np.ndarray, rate: float) -> float:
+    """Offset c with mean(sigmoid(logit + c)) == rate (bisection, deterministic)."""
+    lo, hi = -30.0, 30.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if _sigmoid(logit + mid).mean() < rate:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def synthetic_ctr(
+    n: int = 100_000,
+    dense_dim: int = 13,
+    vocab_sizes=DEFAULT_VOCAB_SIZES,
+    zipf: float = 1.1,
+    latent_dim: int = 8,
+    noise: float = 0.3,
+    seed: int = 0,
+    multi_hot: int | None = None,
+    positive_rate: float = 0.25,
+) -> Dataset:
+    """Criteo-like click data: ``{"dense": float32[N,D], "sparse": int64[N,F]}``.
+
+    IDs of each field follow a Zipf law (probability ∝ 1/rank**zipf) with a
+    seeded random choice of which IDs are popular. The label comes from a hidden
+    model: every ID has a latent vector and a bias; the logit is the sum of the
+    pairwise dot products of the fields' latent vectors (FM style) + the ID
+    biases + w·dense + Gaussian noise of std ``noise`` (not explained by any
+    input) + an offset calibrated so the positive rate is ``positive_rate``;
+    label ~ Bernoulli(sigmoid(logit)).
+
+    ``multi_hot=L`` gives ``sparse`` int64[N,F,L]: each field holds 1..L ids
+    (mean-pooled by the hidden model), padded with id 0; real ids are 1..V so
+    each field's vocab is V+1 and ``meta["padding_id"] == 0``.
+
+    ``meta["bayes_auc"]`` is the AUC of the noise-free hidden logit on the
+    sampled labels: the best AUC any model can reach on this data.
+    """
+    vocab_sizes = [int(v) for v in vocab_sizes]
+    if n <= 0 or dense_dim < 0 or not vocab_sizes or min(vocab_sizes) < 1:
+        raise DataError(
+            f"synthetic_ctr needs n > 0, dense_dim >= 0 and vocab sizes >= 1; got n={n}, "
+            f"dense_dim={dense_dim}, vocab_sizes={vocab_sizes}"
+        )
+    if multi_hot is not None and int(multi_hot) < 1:
+        raise DataError(f"multi_hot must be a positive int (ids per field) or None, got {multi_hot}")
+    if not 0.0 < positive_rate < 1.0:
+        raise DataError(f"positive_rate must be in (0, 1), got {positive_rate}")
+    rng = np.random.default_rng(seed)
+    n_fields = len(vocab_sizes)
+
+    # Dense features: Criteo-like non-negative counts (log-normal, many zeros), then log1p
+    # and standardisation so the values sit roughly in [-2, 4].
+    mu = rng.uniform(0.0, 4.0, dense_dim)
+    sd = rng.uniform(0.5, 2.0, dense_dim)
+    p_zero = rng.uniform(0.0, 0.5, dense_dim)
+    counts = np.floor(np.exp(mu + sd * rng.standard_normal((n, dense_dim))))
+    counts[rng.random((n, dense_dim)) < p_zero] = 0.0
+    dense = np.log1p(counts)
+    dense = (dense - dense.mean(0)) / (dense.std(0) + 1e-6)
+    dense = dense.astype(np.float32)
+
+    # Hidden model scales, as shares of the logit variance: pairwise interactions 1.5, ID
+    # biases 3.0, dense 0.5 (logit std ~2.2). Tuned so that on 100k rows the Bayes AUC is
+    # ~0.87, a small DLRM reaches ~0.76 and an embedding+linear model ~0.73 in 2-3 epochs.
+    n_pairs = max(n_fields * (n_fields - 1) // 2, 1)
+    v_scale = (1.5 / (n_pairs * latent_dim)) ** 0.25
+    b_scale = (3.0 / n_fields) ** 0.5
+    w = rng.standard_normal(dense_dim) * (0.5 / max(dense_dim, 1)) ** 0.5
+
+    L = int(multi_hot) if multi_hot else 0
+    offset = 1 if L else 0
+    sparse = np.zeros((n, n_fields, L) if L else (n, n_fields), dtype=np.int64)
+    latent_sum = np.zeros((n, latent_dim))
+    latent_sq = np.zeros(n)
+    bias = np.zeros(n)
+    for f, V in enumerate(vocab_sizes):
+        cdf = np.cumsum(1.0 / np.arange(1, V + 1) ** zipf)
+        cdf /= cdf[-1]
+        popular = rng.permutation(V)  # popular[rank] = id of that popularity rank
+        emb = rng.standard_normal((V, latent_dim)) * v_scale
+        b = rng.standard_normal(V) * b_scale
+        draws = (n, L) if L else (n,)
+        ids = popular[np.minimum(np.searchsorted(cdf, rng.random(draws), side="right"), V - 1)]
+        if L:
+            count = rng.integers(1, L + 1, n)
+            mask = np.arange(L)[None, :] < count[:, None]
+            vec = (emb[ids] * mask[..., None]).sum(1) / count[:, None]
+            bias += (b[ids] * mask).sum(1) / count
+            sparse[:, f, :] = np.where(mask, ids + offset, 0)
+        else:
+            vec = emb[ids]
+            bias += b[ids]
+            sparse[:, f] = ids
+        latent_sum += vec
+        latent_sq += (vec * vec).sum(1)
+
+    interaction = 0.5 * ((latent_sum * latent_sum).sum(1) - latent_sq)
+    logit = interaction + bias + dense.astype(np.float64) @ w
+    noisy = logit + noise * rng.standard_normal(n)
+    c = _calibrate(noisy, positive_rate)
+    label = (rng.random(n) < _sigmoid(noisy + c)).astype(np.float32)
+
+    bayes_auc = None
+    if 0 < label.sum() < n:
+        from sklearn.metrics import roc_auc_score
+
+        bayes_auc = float(roc_auc_score(label, logit))
+
+    return Dataset(
+        name=f"synthetic-ctr-{n}" + (f"-multihot{L}" if L else ""),
+        task="ctr",
+        inputs={"dense": dense, "sparse": sparse},
+        label=label,
+        vocab={"sparse": [V + offset for V in vocab_sizes]},
+        meta={
+            "source": "synthetic",
+            "seed": seed,
+            "zipf": zipf,
+            "latent_dim": latent_dim,
+            "noise": noise,
+            "multi_hot": L or None,
+            "padding_id": 0 if L else None,
+            "field_names": [f"C{i + 1}" for i in range(n_fields)],
+            "dense_names": [f"I{i + 1}" for i in range(dense_dim)],
+            "positive_rate": float(label.mean()),
+            "bayes_auc": bayes_auc,
+        },
+    )

@@ -1,0 +1,94 @@
+"""The main job, end to end on an embedded default: train a DLRM on synthetic
+click data, compile it (fp32 and compressed) for a target, install the runtime
+on a board (by default this machine, in its own torch-free venv), benchmark
+both bundles there and print one table."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+DEMO_VOCAB = (40000, 20000, 10000, 5000, 2000, 1000, 500, 100)
+
+
+def run_demo(target: str = "raspberry-pi-4", out_dir="out/demo", json_out=None, board=None,
+             rows: int = 200_000, epochs: int = 2, iters: int = 200, progress: bool = True,
+             log=print) -> dict:
+    from .compile import compile
+    from .data import synthetic_ctr
+    from .deploy.local import LocalBoard
+    from .models.zoo import model_for_data
+    from .train import train
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    board = board or LocalBoard()
+    t_start = time.perf_counter()
+
+    log(f"[1/5] synthetic click data: {rows:,} rows, {len(DEMO_VOCAB)} categorical fields")
+    data = synthetic_ctr(n=rows, vocab_sizes=DEMO_VOCAB, seed=0)
+    train_ds, valid_ds, test_ds = data.split((0.8, 0.1, 0.1), seed=0)
+
+    log("[2/5] training a DLRM (embedding dim 32)")
+    torch.manual_seed(0)
+    model = model_for_data("dlrm", train_ds, embedding_dim=32, bottom_mlp=(64,), top_mlp=(64, 32))
+    t0 = time.perf_counter()
+    history = train(model, train_ds, epochs=epochs, batch_size=1024, lr=2e-3, progress=progress)
+    train_s = time.perf_counter() - t0
+
+    log(f"[3/5] compiling for {target}: fp32 and int8 (row-wise tables, per-channel Linear)")
+    fp32 = compile(model, target=target, data=test_ds, output=out_dir / "dlrm-fp32.ecb", plan=[],
+                   progress=progress)
+    int8 = compile(model, target=target, data=test_ds, output=out_dir / "dlrm-int8.ecb",
+                   progress=progress)
+
+    log(f"[4/5] installing the runtime on board '{board.name}'")
+    install = board.install_runtime(progress=lambda m: log(f"      {m}"))
+
+    log(f"[5/5] benchmarking both bundles on '{board.name}' ({iters} timed runs per batch size)")
+    benches = {name: board.bench(res.path, batches=(1, 256), iters=iters)
+               for name, res in (("fp32", fp32), ("int8", int8))}
+
+    result = {
+        "target": target, "board": board.name, "rows": rows, "train_seconds": train_s,
+        "train_history": history, "install": install,
+        "bundles": {name: {"compile": res.summary(), "bench": benches[name]}
+                    for name, res in (("fp32", fp32), ("int8", int8))},
+        "size_ratio": int8.size_bytes / fp32.size_bytes,
+        "auc_drop": fp32.metrics_after["auc"] - int8.metrics_after["auc"],
+        "seconds": time.perf_counter() - t_start,
+    }
+    log("")
+    log(format_demo_table(result))
+    if json_out:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(json.dumps(result, indent=1, default=str))
+        log(f"\nfull results: {json_out}")
+    return result
+
+
+def format_demo_table(result: dict) -> str:
+    rows = []
+    for name, b in result["bundles"].items():
+        c, bench = b["compile"], b["bench"]
+        lat = {r["batch"]: r for r in bench["latency"]}
+        rows.append([name, f"{c['size_bytes'] / 1e6:.2f} MB", f"{c['metrics_after']['auc']:.4f}",
+                     f"{c['metrics_after']['logloss']:.4f}",
+                     f"{lat[1]['p50_ms']:.3f} / {lat[1]['p99_ms']:.3f}",
+                     f"{lat[256]['p50_ms']:.2f} / {lat[256]['p99_ms']:.2f}",
+                     f"{bench['peak_rss_mb']:.0f} MiB", f"{bench['parity']['max_abs_diff']:.1e}"])
+    head = ["bundle", "size", "AUC", "log-loss", "b=1 p50/p99 ms", "b=256 p50/p99 ms", "peak RSS", "parity"]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*head), fmt.format(*["-" * w for w in widths])] + [fmt.format(*r) for r in rows]
+    sys_ = next(iter(result["bundles"].values()))["bench"]["system"]
+    lines.append("")
+    lines.append(f"compressed/fp32 size: {result['size_ratio'] * 100:.1f} %   "
+                 f"AUC drop: {result['auc_drop']:+.4f}   target profile: {result['target']}")
+    lines.append(f"latency and RSS measured on board '{result['board']}': {sys_['cpu_model']} ({sys_['machine']}), "
+                 f"numpy {sys_['numpy']}, backend {next(iter(result['bundles'].values()))['bench']['backend']}")
+    if result["board"] == "local":
+        lines.append(f"(this machine stands in for {result['target']}: these are not {result['target']} timings)")
+    return "\n".join(lines)

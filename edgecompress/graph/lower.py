@@ -1,0 +1,401 @@
+"""Lowering: nn.Module -> torch.export graph -> the bundle op set.
+
+We export with a dynamic batch dimension and keep the pre-decomposition ATen
+graph, where ``linear`` and ``embedding_bag`` are still whole (easy to quantize
+and to map to fused numpy calls). Each ATen op maps to one op of
+``edgecompress_runtime.ops``; anything else is an UnsupportedOpError naming the
+op and where in the user's code it comes from.
+"""
+from __future__ import annotations
+
+import inspect
+import operator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from edgecompress_runtime.ops import OPS
+
+from ..errors import CompileError, UnsupportedOpError
+
+aten = torch.ops.aten
+
+# ATen overload packet name -> (our op, argument adapter). The adapter takes
+# (args, kwargs) of the FX node and returns our positional args.
+_SIMPLE = {
+    "relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "exp": "exp", "log": "log",
+    "sqrt": "sqrt", "rsqrt": "rsqrt", "neg": "neg", "bmm": "bmm", "matmul": "matmul", "mm": "matmul",
+    "expand_as": "expand_as", "clamp_min": "clamp_min", "unsqueeze": "unsqueeze",
+    "transpose": "transpose", "permute": "permute", "select": "select", "index": "index",
+    "unbind": "unbind", "expand": "expand", "amax": "amax",
+}
+_IDENTITY = {"clone", "contiguous", "alias", "detach", "dropout", "lift_fresh_copy"}
+_SKIP = {"_assert_tensor_metadata", "_assert_scalar", "sym_constrain_range_for_size",
+         "_assert_async", "sym_constrain_range"}
+_PY_OPS = {operator.getitem: "getitem", operator.add: "add", operator.mul: "mul",
+           operator.sub: "sub", operator.floordiv: "floordiv"}
+
+
+def _kw(args, kwargs, i, name, default=None):
+    if len(args) > i:
+        return args[i]
+    return kwargs.get(name, default)
+
+
+def _adapt(packet: str, overload: str, args, kwargs):
+    """Return (op, args) for one ATen call, or None when unsupported."""
+    if packet in _SIMPLE:
+        return _SIMPLE[packet], list(args)
+    if packet in _IDENTITY:
+        return "identity", [args[0]]
+    if packet == "linear":
+        return "linear", [args[0], args[1], _kw(args, kwargs, 2, "bias")]
+    if packet == "embedding":
+        return "embedding", [args[0], args[1]]
+    if packet in ("add", "sub"):
+        return packet, [args[0], args[1], _kw(args, kwargs, 2, "alpha", 1)]
+    if packet == "mul":
+        return "mul", [args[0], args[1]]
+    if packet == "div":
+        return "div", [args[0], args[1], kwargs.get("rounding_mode")]
+    if packet == "pow" and overload == "Tensor_Scalar":
+        return "pow", [args[0], args[1]]
+    if packet in ("sum", "mean"):
+        if overload == "default":
+            return packet, [args[0], None, False]
+        return packet, [args[0], _kw(args, kwargs, 1, "dim"), _kw(args, kwargs, 2, "keepdim", False)]
+    if packet == "linalg_vector_norm":
+        return "vector_norm", [args[0], _kw(args, kwargs, 1, "ord", 2.0),
+                               _kw(args, kwargs, 2, "dim"), _kw(args, kwargs, 3, "keepdim", False)]
+    if packet == "clamp":
+        return "clamp", [args[0], _kw(args, kwargs, 1, "min"), _kw(args, kwargs, 2, "max")]
+    if packet in ("softmax", "_softmax"):
+        return "softmax", [args[0], args[1]]
+    if packet == "sym_size":
+        return "size", [args[0], args[1]]
+    if packet == "sym_numel":
+        return "numel", [args[0]]
+    if packet in ("reshape", "view", "_unsafe_view"):
+        return "reshape", [args[0], args[1]]
+    if packet == "flatten":
+        return "flatten", [args[0], _kw(args, kwargs, 1, "start_dim", 0), _kw(args, kwargs, 2, "end_dim", -1)]
+    if packet == "squeeze":
+        return "squeeze", [args[0], args[1] if len(args) > 1 else None]
+    if packet == "t":
+        return "transpose", [args[0], 0, 1]
+    if packet in ("cat", "concat", "concatenate", "stack"):
+        return ("stack" if packet == "stack" else "cat"), [args[0], _kw(args, kwargs, 1, "dim", 0)]
+    if packet == "slice":
+        return "slice", [args[0], _kw(args, kwargs, 1, "dim", 0), _kw(args, kwargs, 2, "start"),
+                         _kw(args, kwargs, 3, "end"), _kw(args, kwargs, 4, "step", 1)]
+    if packet == "arange":
+        dt = str(kwargs.get("dtype") or torch.int64).replace("torch.", "")
+        a = list(args) + [None] * 3
+        if overload == "default":
+            return "arange", [0, a[0], 1, dt]
+        return "arange", [a[0], a[1], a[2] if a[2] is not None else 1, dt]
+    if packet in ("to", "_to_copy", "type_as") and kwargs.get("dtype") is not None:
+        return "to", [args[0], str(kwargs["dtype"]).replace("torch.", "")]
+    return None
+
+
+@dataclass
+class Program:
+    """A lowered model: the graph over our op set plus its weights.
+
+    ``params`` maps state_dict names to stored weights (see StoredParam);
+    passes replace entries with quantized ones. ``roles`` says how the graph
+    uses each param ("embedding", "linear", "bias", "other")."""
+
+    graph: dict
+    params: dict
+    constants: dict
+    roles: dict
+    input_names: list
+    example: dict = field(default_factory=dict)
+    index_sources: dict = field(default_factory=dict)   # table -> (input, field or None)
+
+    def param_bytes(self) -> int:
+        return sum(p.nbytes for p in self.params.values())
+
+
+@dataclass
+class StoredParam:
+    kind: str                       # fp32 | rowwise | channel_int8 (see runtime params.py)
+    arrays: dict                    # role -> np.ndarray
+    shape: tuple
+    bits: int = 32
+    info: dict = field(default_factory=dict)   # what the pass did (error, clip, ...)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays.values())
+
+    def to_runtime(self, name):
+        from edgecompress_runtime.params import Param
+        return Param(name, self.kind, self.arrays, self.shape, self.bits)
+
+
+def _where(node) -> str:
+    trace = (node.meta.get("stack_trace") or "").strip().splitlines()
+    loc = " ".join(trace[-2:]).strip() if trace else ""
+    stack = node.meta.get("nn_module_stack") or {}
+    mod = list(stack.values())[-1][0] if stack else ""
+    parts = [p for p in (f"module {mod!r}" if mod else "", loc) if p]
+    return "; ".join(parts) or "unknown location"
+
+
+def export_model(model: torch.nn.Module, example: dict):
+    """torch.export with every input's first dim dynamic (the batch)."""
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    args = {k: torch.as_tensor(v) for k, v in example.items()}
+    dyn = {k: {0: batch} for k in args}
+    try:
+        return torch.export.export(model, (), kwargs=args, dynamic_shapes=dyn, strict=False)
+    except Exception as e:  # torch raises many kinds; the user needs the first line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CompileError(f"the model does not export with torch.export ({type(e).__name__}: {first}); "
+                           "make forward() free of data-dependent Python control flow") from e
+
+
+def forward_input_names(model: torch.nn.Module) -> list[str]:
+    sig = inspect.signature(model.forward)
+    return [n for n, p in sig.parameters.items()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def lower(model: torch.nn.Module, example: dict) -> Program:
+    """Export ``model`` on ``example`` inputs (a dict of arrays, batch >= 2)
+    and translate the graph to our op set."""
+    model = model.eval()
+    ep = export_model(model, example)
+    sig = ep.graph_signature
+    state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    params_of = dict(sig.inputs_to_parameters)
+    buffers_of = dict(sig.inputs_to_buffers)
+    lifted = dict(getattr(sig, "inputs_to_lifted_tensor_constants", {}) or {})
+    user_inputs = list(sig.user_inputs)
+
+    params, constants, roles = {}, {}, {}
+    const_vals: dict[str, torch.Tensor] = {}     # node -> torch value for folding
+    ref: dict[str, object] = {}                  # node name -> JSON arg
+    nodes: list[dict] = []
+
+    for node in ep.graph.nodes:
+        if node.op == "placeholder":
+            if node.name in params_of:
+                pname = params_of[node.name]
+                params[pname] = StoredParam("fp32", {"data": state[pname].detach().float().numpy().copy()},
+                                            tuple(state[pname].shape))
+                ref[node.name] = {"p": pname}
+            elif node.name in buffers_of or node.name in lifted:
+                key = buffers_of.get(node.name) or lifted[node.name]
+                t = state[key] if key in state else ep.constants[key]
+                const_vals[node.name] = t.detach()
+                ref[node.name] = None  # materialised as a constant only if used unfolded
+            elif node.name in user_inputs:
+                ref[node.name] = {"v": node.name}
+            continue
+        if node.op == "output":
+            outs = node.args[0]
+            outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+            out_names = [_arg(o, ref, const_vals, constants) for o in outs]
+            break
+        if node.op != "call_function":
+            raise UnsupportedOpError(f"unsupported graph node {node.op} {node.target} at {_where(node)}")
+
+        # constant folding: everything computable from buffers and literals
+        if _foldable(node, const_vals):
+            args, kwargs = _torch_args(node, const_vals)
+            const_vals[node.name] = node.target(*args, **kwargs)
+            continue
+
+        target = node.target
+        if target in _PY_OPS:
+            op, args = _PY_OPS[target], list(node.args)
+            if op == "getitem":
+                src = node.args[0]
+                if getattr(src, "target", None) is not None and "embedding_bag" in str(src.target):
+                    if node.args[1] != 0:
+                        if node.users:
+                            raise UnsupportedOpError(
+                                f"embedding_bag's auxiliary output {node.args[1]} is used at {_where(node)}")
+                        continue
+                    ref[node.name] = ref[src.name]
+                    continue
+        else:
+            packet = getattr(target, "_opname", None) or getattr(target, "__name__", str(target))
+            packet = str(target).split(".")[1] if str(target).startswith("aten.") else packet
+            overload = getattr(target, "_overloadname", "default")
+            if packet in _SKIP:
+                continue
+            if packet == "embedding_bag":
+                op, args = _embedding_bag(node, ep)
+            else:
+                adapted = _adapt(packet, overload, node.args, node.kwargs)
+                if adapted is None:
+                    raise UnsupportedOpError(
+                        f"operator {target} is not in the bundle op set (used at {_where(node)}); "
+                        "rewrite that part of forward() with supported ops (see docs/ops.md)")
+                op, args = adapted
+        assert op in OPS, op
+        out = node.name
+        nodes.append({"op": op, "args": [_arg(a, ref, const_vals, constants) for a in args], "out": out})
+        ref[node.name] = {"v": out}
+        if op in ("linear",):
+            w = ref.get(node.args[1].name) if hasattr(node.args[1], "name") else None
+            if isinstance(w, dict) and "p" in w:
+                roles[w["p"]] = "linear"
+            b = node.args[2] if len(node.args) > 2 else None
+            if b is not None and isinstance(ref.get(b.name), dict) and "p" in ref[b.name]:
+                roles[ref[b.name]["p"]] = "bias"
+        if op.startswith("embedding"):
+            w = ref.get(node.args[0].name)
+            if isinstance(w, dict) and "p" in w:
+                roles[w["p"]] = "embedding"
+
+    for name in params:
+        roles.setdefault(name, "other")
+    graph = {"version": 1, "inputs": user_inputs, "outputs": [o["v"] if isinstance(o, dict) and "v" in o
+                                                             else _fail_output(o) for o in out_names],
+             "nodes": _dead_code_elimination(nodes, out_names)}
+    prog = Program(graph=graph, params=params, constants=constants, roles=roles,
+                   input_names=user_inputs, example=example)
+    prog.index_sources = _trace_index_sources(ep, params_of)
+    used = {a["p"] for n in graph["nodes"] for a in _flat(n["args"]) if isinstance(a, dict) and "p" in a}
+    for unused in set(params) - used:
+        del params[unused]
+        roles.pop(unused, None)
+    return prog
+
+
+def _fail_output(o):
+    raise UnsupportedOpError("the model's output is a constant or a parameter; nothing to compute")
+
+
+def _flat(args):
+    for a in args:
+        if isinstance(a, list):
+            yield from _flat(a)
+        else:
+            yield a
+
+
+def _dead_code_elimination(nodes, outputs):
+    live = {o["v"] for o in outputs if isinstance(o, dict) and "v" in o}
+    kept = []
+    for n in reversed(nodes):
+        if n["out"] in live:
+            kept.append(n)
+            live.update(a["v"] for a in _flat(n["args"]) if isinstance(a, dict) and "v" in a)
+    return kept[::-1]
+
+
+def _foldable(node, const_vals) -> bool:
+    deps = list(node.all_input_nodes)
+    if not deps and node.target is torch.ops.aten.sym_size.int:
+        return False
+    return all(d.name in const_vals for d in deps) and bool(deps or _pure_literal(node))
+
+
+def _pure_literal(node) -> bool:
+    # e.g. triu_indices(4, 4, 1) or arange(6): no tensor inputs, static sizes
+    name = str(node.target)
+    return any(k in name for k in ("triu_indices", "tril_indices", "arange", "zeros", "ones", "full",
+                                   "scalar_tensor", "tensor"))
+
+
+def _torch_args(node, const_vals):
+    def conv(a):
+        if isinstance(a, torch.fx.Node):
+            return const_vals[a.name]
+        if isinstance(a, (list, tuple)):
+            return type(a)(conv(x) for x in a)
+        return a
+    return conv(node.args), {k: conv(v) for k, v in node.kwargs.items()}
+
+
+def _arg(a, ref, const_vals, constants):
+    if isinstance(a, torch.fx.Node):
+        if a.name in const_vals:
+            v = const_vals[a.name]
+            if isinstance(v, torch.Tensor):
+                key = f"const_{a.name}"
+                constants[key] = v.detach().cpu().numpy().copy()
+                return {"c": key}
+            return v
+        r = ref.get(a.name)
+        if r is None:
+            raise UnsupportedOpError(f"value {a.name} has no lowering")
+        return r
+    if isinstance(a, (list, tuple)):
+        return [_arg(x, ref, const_vals, constants) for x in a]
+    if isinstance(a, torch.dtype):
+        return str(a).replace("torch.", "")
+    if isinstance(a, (torch.device, torch.memory_format, torch.layout)):
+        return None
+    if isinstance(a, float) and not np.isfinite(a):
+        raise UnsupportedOpError(f"non-finite literal {a} in the graph")
+    if a is None or isinstance(a, (bool, int, float, str)):
+        return a
+    raise UnsupportedOpError(f"graph argument of type {type(a).__name__} cannot be stored")
+
+
+def _embedding_bag(node, ep):
+    """ATen embedding_bag(weight, indices, offsets, scale_grad, mode, sparse,
+    per_sample_weights, include_last_offset, padding_idx). Fixed-size bags
+    (indices = reshape(x[B, L], [-1]), offsets = arange(0, B*L, L)) become
+    ``embedding_bag`` over x; anything else keeps offsets."""
+    a = list(node.args) + [None] * 9
+    weight, indices, offsets = a[0], a[1], a[2]
+    mode = a[4] or 0
+    psw, last, pad = a[6], bool(a[7]), a[8]
+    if psw is not None:
+        raise UnsupportedOpError(f"embedding_bag with per_sample_weights at {_where(node)}")
+    if pad is not None and pad < 0:
+        pad = None
+    src = indices.args[0] if getattr(indices, "target", None) in (aten.reshape.default, aten.view.default) \
+        and list(indices.args[1]) == [-1] else None
+    if src is not None and offsets is not None and getattr(offsets, "target", None) is aten.arange.start_step:
+        val = src.meta.get("val")
+        if val is not None and val.dim() == 2 and not last:
+            return "embedding_bag", [weight, src, mode, pad]
+    return "embedding_bag_offsets", [weight, indices, offsets, mode, pad, last]
+
+
+_PASS_THROUGH = {"reshape", "view", "flatten", "squeeze", "unsqueeze", "clone", "contiguous",
+                 "alias", "_to_copy", "to", "detach", "lift_fresh_copy"}
+
+
+def _trace_index_sources(ep, params_of) -> dict:
+    """For each table, which user input (and field along dim 1) feeds its ids.
+    Used to put per-field vocabularies in the input spec; a table whose ids are
+    computed (hashing, offsets) is simply not traced."""
+    out = {}
+    for node in ep.graph.nodes:
+        t = str(node.target)
+        if node.op != "call_function" or not (t.startswith("aten.embedding")):
+            continue
+        w = node.args[0]
+        if not isinstance(w, torch.fx.Node) or w.name not in params_of:
+            continue
+        n, fieldno = node.args[1], None
+        while isinstance(n, torch.fx.Node):
+            if n.op == "placeholder":
+                if n.name in ep.graph_signature.user_inputs:
+                    out[params_of[w.name]] = (n.name, fieldno)
+                break
+            packet = str(n.target).split(".")[1] if str(n.target).startswith("aten.") else ""
+            if packet in _PASS_THROUGH:
+                n = n.args[0]
+            elif packet == "select" and n.args[1] == 1 and fieldno is None:
+                fieldno, n = n.args[2], n.args[0]
+            elif packet == "slice" and len(n.args) >= 4 and n.args[1] == 1 and fieldno is None \
+                    and isinstance(n.args[2], int) and isinstance(n.args[3], int) and n.args[3] - n.args[2] == 1:
+                fieldno, n = n.args[2], n.args[0]
+            elif packet == "slice" and len(n.args) >= 2 and n.args[1] == 0:
+                n = n.args[0]
+            else:
+                break
+    return out

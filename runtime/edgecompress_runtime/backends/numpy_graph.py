@@ -1,0 +1,76 @@
+"""The numpy backend: executes the bundle's graph node by node with ops.OPS."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..bundle import Bundle
+from ..errors import BundleError
+from ..ops import OPS, check_ops
+from ..params import KINDS, Param
+
+
+def load_params(bundle: Bundle) -> dict[str, Param]:
+    params = {}
+    for name, meta in bundle.manifest.get("params", {}).items():
+        kind = meta.get("kind")
+        roles = KINDS.get(kind, ())
+        arrays = {r: bundle.array(meta["members"][r]) for r in roles if r in meta.get("members", {})}
+        params[name] = Param(name, kind, arrays, meta.get("shape", ()), meta.get("bits", 32))
+    return params
+
+
+class GraphExecutor:
+    """Turns the graph JSON into a list of (fn, arg resolvers, out) steps once,
+    so a call is a tight loop over numpy functions."""
+
+    def __init__(self, graph: dict, params: dict[str, Param], constants: dict[str, np.ndarray]):
+        nodes = graph.get("nodes")
+        if not isinstance(nodes, list):
+            raise BundleError("manifest graph has no node list")
+        check_ops(nodes)
+        self.inputs = list(graph["inputs"])
+        self.outputs = list(graph["outputs"])
+        self._params, self._consts = params, constants
+        self._steps = [(OPS[n["op"]], [self._resolver(a) for a in n.get("args", [])], n["out"])
+                       for n in nodes]
+
+    def _resolver(self, a):
+        if isinstance(a, dict):
+            if "v" in a:
+                key = a["v"]
+                return lambda env: env[key]
+            if "p" in a:
+                if a["p"] not in self._params:
+                    raise BundleError(f"graph refers to unknown parameter {a['p']!r}")
+                p = self._params[a["p"]]
+                return lambda env: p
+            if "c" in a:
+                if a["c"] not in self._consts:
+                    raise BundleError(f"graph refers to unknown constant {a['c']!r}")
+                c = self._consts[a["c"]]
+                return lambda env: c
+            raise BundleError(f"bad graph argument {a!r}")
+        if isinstance(a, list):
+            parts = [self._resolver(x) for x in a]
+            return lambda env: [r(env) for r in parts]
+        return lambda env: a
+
+    def run(self, feeds: dict[str, np.ndarray]):
+        env = dict(feeds)
+        for fn, resolvers, out in self._steps:
+            env[out] = fn(*[r(env) for r in resolvers])
+        outs = [env[o] for o in self.outputs]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+class NumpyBackend:
+    name = "numpy"
+
+    def __init__(self, bundle: Bundle):
+        params = load_params(bundle)
+        consts = {k: bundle.array(m) for k, m in bundle.manifest.get("constants", {}).items()}
+        self.executor = GraphExecutor(bundle.manifest.get("graph", {}), params, consts)
+        self.params = params
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self.executor.run(feeds)

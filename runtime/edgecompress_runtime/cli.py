@@ -1,0 +1,93 @@
+"""edgecompress-runtime: inspect, verify and benchmark a bundle on this device."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import RuntimeErrorBase
+
+
+def _batches(text: str) -> list[int]:
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"batch sizes must be integers like 1,64,256, got {text!r}") from None
+    if not out or any(b <= 0 for b in out):
+        raise argparse.ArgumentTypeError(f"batch sizes must be positive, got {text!r}")
+    return out
+
+
+def _positive(text: str) -> int:
+    v = int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return v
+
+
+def _info(args) -> int:
+    from .model import load
+    m = load(args.bundle, backend=args.backend)
+    man = m.manifest
+    print(f"bundle   {args.bundle} ({m.bundle.size:,} bytes, format v{man['format_version']})")
+    print(f"model    {man['model'].get('class')} ({man['model'].get('task')}), backend {m.backend}")
+    print(f"target   {man.get('target', {}).get('name')}")
+    print(f"plan     {', '.join(p['pass'] for p in man.get('plan', [])) or 'fp32 (no passes)'}")
+    for s in man["inputs"]:
+        shape = "[" + ", ".join("B" if d is None else str(d) for d in s["shape"]) + "]"
+        extra = f" vocab {s['vocab']}" if s.get("vocab") else ""
+        print(f"input    {s['name']}: {s['dtype']}{shape}{extra}")
+    host = man.get("metrics", {}).get("host", {})
+    if host:
+        print(f"metrics  before {host.get('before')}  after {host.get('after')}")
+    return 0
+
+
+def _verify(args) -> int:
+    from .model import load
+    p = load(args.bundle, backend=args.backend).check_parity()
+    print(json.dumps(p))
+    return 0 if p["ok"] else 1
+
+
+def _bench(args) -> int:
+    from .bench import bench, format_table
+    res = bench(args.bundle, batches=args.batch, warmup=args.warmup, iters=args.iters,
+                backend=args.backend, min_seconds=args.min_seconds)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+    print(format_table(res))
+    return 0 if res["parity"]["ok"] else 1
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="edgecompress-runtime", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("info", help="show what a bundle holds")
+    p.add_argument("bundle")
+    p.add_argument("--backend", default="auto")
+    p.set_defaults(fn=_info)
+    p = sub.add_parser("verify", help="check hashes and parity against the host's reference outputs")
+    p.add_argument("bundle")
+    p.add_argument("--backend", default="auto")
+    p.set_defaults(fn=_verify)
+    p = sub.add_parser("bench", help="benchmark latency, memory and parity on this device")
+    p.add_argument("bundle")
+    p.add_argument("--batch", type=_batches, default=[1, 64, 256], help="batch sizes, e.g. 1,64,256")
+    p.add_argument("--warmup", type=_positive, default=20, help="untimed runs per batch size (default 20)")
+    p.add_argument("--iters", type=_positive, default=200, help="timed runs per batch size (default 200)")
+    p.add_argument("--min-seconds", type=float, default=0.0, help="keep timing at least this long per batch")
+    p.add_argument("--backend", default="auto", help="numpy | auto (default: the target's preference)")
+    p.add_argument("--json", help="write the full result here")
+    p.set_defaults(fn=_bench)
+    args = ap.parse_args(argv)
+    try:
+        return args.fn(args)
+    except RuntimeErrorBase as e:
+        print(f"edgecompress-runtime: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

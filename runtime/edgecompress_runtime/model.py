@@ -1,0 +1,91 @@
+"""A loaded bundle: validated predict(), ranking, and parity against the host."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import backends
+from .bundle import Bundle, read_bundle
+from .errors import InputError
+from .inputs import validate
+
+
+class Model:
+    """What ``edgecompress_runtime.load`` returns.
+
+    ``predict({...})`` returns the model's output as float32 [B] (for CTR models
+    a logit; ``predict_proba`` applies the sigmoid). ``stats["oov"]`` counts ids
+    mapped to declared OOV rows, per field.
+    """
+
+    def __init__(self, bundle: Bundle, backend: str = "auto"):
+        self.bundle = bundle
+        self.manifest = bundle.manifest
+        self.input_spec = self.manifest["inputs"]
+        self._backend = backends.create(backend, bundle)
+        self.backend = self._backend.name
+        self.stats = {"oov": {}}
+
+    @property
+    def input_names(self) -> list[str]:
+        return [s["name"] for s in self.input_spec]
+
+    def predict(self, inputs: dict) -> np.ndarray:
+        feeds = validate(self.input_spec, inputs, self.stats["oov"])
+        out = self._backend.run(feeds)
+        return np.asarray(out, dtype=np.float32).reshape(-1)
+
+    def predict_proba(self, inputs: dict) -> np.ndarray:
+        logit = self.predict(inputs)
+        return (1.0 / (1.0 + np.exp(-logit.astype(np.float64)))).astype(np.float32)
+
+    def topk(self, inputs: dict, candidates: dict, k: int = 10, exclude=None):
+        """Rank candidates for one query. ``inputs`` holds the query's features
+        (batch 1); ``candidates`` holds N rows for the inputs that vary per
+        candidate (e.g. ``{"item_id": ids}``). Other inputs are repeated.
+        ``exclude``: candidate positions to drop (e.g. items already seen).
+        Returns (positions into the candidates, scores), best first."""
+        if not candidates:
+            raise InputError("topk() needs at least one candidate input, e.g. {'item_id': ids}")
+        n = {len(np.asarray(v)) for v in candidates.values()}
+        if len(n) != 1:
+            raise InputError(f"candidate inputs have different lengths: {sorted(n)}")
+        n = n.pop()
+        feeds = {}
+        for name in self.input_names:
+            if name in candidates:
+                feeds[name] = np.asarray(candidates[name])
+            elif name in inputs:
+                q = np.asarray(inputs[name])
+                if q.shape[0] != 1:
+                    raise InputError(f"topk() query input {name!r} must have batch size 1, got {q.shape[0]}")
+                feeds[name] = np.repeat(q, n, axis=0)
+            else:
+                raise InputError(f"topk() is missing input {name!r} (give it in inputs or candidates)")
+        scores = self.predict(feeds)
+        if exclude is not None and len(exclude):
+            scores = scores.copy()
+            scores[np.asarray(exclude)] = -np.inf
+        k = max(0, min(int(k), n))
+        top = np.argpartition(-scores, k - 1)[:k] if 0 < k < n else np.arange(n)
+        top = top[np.argsort(-scores[top], kind="stable")][:k]
+        return top, scores[top]
+
+    def reference(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        ref = self.manifest["reference"]
+        inputs = {k: self.bundle.array(m) for k, m in ref["inputs"].items()}
+        return inputs, self.bundle.array(ref["outputs"])
+
+    def check_parity(self) -> dict:
+        """Max abs diff between this backend and the host's stored outputs."""
+        inputs, want = self.reference()
+        got = self.predict(inputs)
+        diff = float(np.max(np.abs(got - want.reshape(-1)))) if want.size else 0.0
+        tol = float(self.manifest["reference"].get("tolerance", 1e-2))
+        return {"backend": self.backend, "max_abs_diff": diff, "tolerance": tol, "ok": diff <= tol,
+                "n": int(want.size)}
+
+
+def load(path, backend: str = "auto") -> Model:
+    """Open a bundle, verify every member's hash, and prepare ``backend``
+    ("auto" picks the target's preferred installed backend)."""
+    return Model(read_bundle(path), backend=backend)

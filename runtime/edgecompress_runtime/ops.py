@@ -1,0 +1,372 @@
+"""The bundle op set and its numpy semantics.
+
+A bundle's graph is a list of nodes ``{"op": NAME, "args": [...], "out": VALUE}``;
+each NAME is one function below. The host lowers ``torch.export`` graphs to these
+ops (see ``edgecompress.graph``), so the two sides agree on one definition: this
+file. Semantics follow the ATen op of the same name unless a docstring says
+otherwise. Arguments arrive already resolved: arrays, python scalars, lists, or a
+parameter object (``Param``) for weights that may be stored quantized.
+
+Adding an op: write the function, register it with ``@op("name")``, document it
+in docs/ops.md, and bump nothing (unknown ops in a bundle are refused at load
+with the op's name, so old runtimes fail loudly on new graphs).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from .params import Param
+
+OPS: dict[str, Callable] = {}
+
+
+def op(name: str):
+    def register(fn):
+        OPS[name] = fn
+        return fn
+
+    return register
+
+
+def _axes(dims, ndim):
+    if dims is None:
+        return tuple(range(ndim))
+    if isinstance(dims, int):
+        dims = [dims]
+    return tuple(d % ndim for d in dims)
+
+
+# --- parameters: weights that may be stored quantized -----------------------
+
+@op("linear")
+def linear(x, weight: Param, bias=None):
+    """y = x @ W.T + b. Quantized weights are dequantized once at load
+    (MLP weights are small next to the tables; see Param.matmul_ready)."""
+    wt = weight.matmul_ready()  # [in, out], C-contiguous
+    y = x @ wt if x.ndim == 2 else np.matmul(x, wt)
+    if bias is not None:
+        y += bias.dense() if isinstance(bias, Param) else bias
+    return y
+
+
+@op("embedding")
+def embedding(weight: Param, indices):
+    """Row gather; quantized tables dequantize only the gathered rows."""
+    return weight.gather(indices)
+
+
+@op("embedding_bag")
+def embedding_bag(weight: Param, indices, mode: int = 0, padding_idx=None):
+    """Fixed-size bags: ``indices`` is [B, L]; reduce over L.
+    mode 0 = sum, 1 = mean, 2 = max (as ATen). Rows equal to padding_idx are skipped."""
+    rows = weight.gather(indices)  # [B, L, D]
+    if padding_idx is not None:
+        keep = indices != padding_idx
+        rows = rows * keep[..., None]
+        if mode == 1:
+            count = np.maximum(keep.sum(axis=1, keepdims=True), 1)
+            return rows.sum(axis=1) / count
+    if mode == 0:
+        return rows.sum(axis=1)
+    if mode == 1:
+        return rows.mean(axis=1)
+    return rows.max(axis=1)
+
+
+@op("embedding_bag_offsets")
+def embedding_bag_offsets(weight: Param, indices, offsets, mode: int = 0, padding_idx=None,
+                          include_last_offset: bool = False):
+    """Jagged bags as in ATen: bag b holds indices[offsets[b]:offsets[b+1]]."""
+    n = indices.shape[0]
+    offsets = np.asarray(offsets, dtype=np.int64)
+    if include_last_offset:
+        offsets = offsets[:-1]
+    bags = offsets.shape[0]
+    rows = weight.gather(indices)
+    if padding_idx is not None:
+        rows = rows * (indices != padding_idx)[:, None]
+    seg = np.zeros(n, dtype=np.int64)
+    if bags > 1:
+        np.add.at(seg, offsets[1:][offsets[1:] < n], 1)
+    seg = np.cumsum(seg)
+    out = np.zeros((bags, rows.shape[1]), dtype=np.float32)
+    if mode == 2:
+        out[:] = -np.inf
+        np.maximum.at(out, seg, rows)
+        out[~np.isfinite(out)] = 0
+        return out
+    np.add.at(out, seg, rows)
+    if mode == 1:
+        counts = np.bincount(seg, minlength=bags) if padding_idx is None else \
+            np.bincount(seg, weights=(indices != padding_idx), minlength=bags)
+        out /= np.maximum(counts, 1)[:, None]
+    return out
+
+
+# --- elementwise -------------------------------------------------------------
+
+def _v(x):
+    return x.dense() if isinstance(x, Param) else x
+
+
+@op("add")
+def add(a, b, alpha=1):
+    return _v(a) + (_v(b) * alpha if alpha != 1 else _v(b))
+
+
+@op("sub")
+def sub(a, b, alpha=1):
+    return _v(a) - (_v(b) * alpha if alpha != 1 else _v(b))
+
+
+@op("mul")
+def mul(a, b):
+    return _v(a) * _v(b)
+
+
+@op("div")
+def div(a, b, rounding_mode=None):
+    a, b = _v(a), _v(b)
+    if rounding_mode == "floor":
+        return np.floor_divide(a, b)
+    if rounding_mode == "trunc":
+        return np.trunc(np.true_divide(a, b)).astype(np.result_type(a, b))
+    out = np.true_divide(a, b)
+    return out.astype(np.float32) if isinstance(out, np.ndarray) and out.dtype == np.float64 else out
+
+
+@op("floordiv")
+def floordiv(a, b):
+    return a // b
+
+
+@op("neg")
+def neg(x):
+    return -x
+
+
+@op("pow")
+def pow_(x, e):
+    return np.power(x, e)
+
+
+@op("relu")
+def relu(x):
+    return np.maximum(x, 0, dtype=x.dtype)
+
+
+@op("sigmoid")
+def sigmoid(x):
+    # exp of -|x| never overflows; same value as 1/(1+exp(-x))
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype)
+
+
+@op("tanh")
+def tanh(x):
+    return np.tanh(x)
+
+
+@op("exp")
+def exp(x):
+    return np.exp(x)
+
+
+@op("log")
+def log(x):
+    return np.log(x)
+
+
+@op("sqrt")
+def sqrt(x):
+    return np.sqrt(x)
+
+
+@op("rsqrt")
+def rsqrt(x):
+    return 1 / np.sqrt(x)
+
+
+@op("clamp")
+def clamp(x, min=None, max=None):
+    return np.clip(x, min, max).astype(x.dtype)
+
+
+@op("clamp_min")
+def clamp_min(x, v):
+    return np.maximum(x, np.asarray(v, dtype=x.dtype))
+
+
+@op("identity")
+def identity(x, *unused):
+    """clone, contiguous, dropout in eval, alias: value unchanged."""
+    return x
+
+
+# --- reductions --------------------------------------------------------------
+
+@op("sum")
+def sum_(x, dims=None, keepdim=False):
+    return np.sum(x, axis=_axes(dims, x.ndim), keepdims=keepdim)
+
+
+@op("mean")
+def mean(x, dims=None, keepdim=False):
+    return np.mean(x, axis=_axes(dims, x.ndim), keepdims=keepdim)
+
+
+@op("amax")
+def amax(x, dims=None, keepdim=False):
+    return np.max(x, axis=_axes(dims, x.ndim), keepdims=keepdim)
+
+
+@op("vector_norm")
+def vector_norm(x, ord=2.0, dims=None, keepdim=False):
+    axes = _axes(dims, x.ndim)
+    if ord == 2:
+        return np.sqrt(np.sum(x * x, axis=axes, keepdims=keepdim))
+    if ord == 1:
+        return np.sum(np.abs(x), axis=axes, keepdims=keepdim)
+    if math.isinf(ord):
+        return np.max(np.abs(x), axis=axes, keepdims=keepdim)
+    return np.sum(np.abs(x) ** ord, axis=axes, keepdims=keepdim) ** (1.0 / ord)
+
+
+@op("softmax")
+def softmax(x, dim, half_to_float=False):
+    e = np.exp(x - x.max(axis=dim, keepdims=True))
+    return e / e.sum(axis=dim, keepdims=True)
+
+
+# --- matmul ------------------------------------------------------------------
+
+@op("matmul")
+def matmul(a, b):
+    return np.matmul(_v(a), _v(b))
+
+
+@op("bmm")
+def bmm(a, b):
+    return np.matmul(a, b)
+
+
+# --- shapes and indexing -----------------------------------------------------
+
+@op("size")
+def size(x, dim):
+    """sym_size: one dimension of x as a python int (batch sizes are dynamic)."""
+    return int(x.shape[dim])
+
+
+@op("numel")
+def numel(x):
+    return int(x.size)
+
+
+@op("reshape")
+def reshape(x, shape):
+    return np.reshape(_v(x), [int(s) for s in shape])
+
+
+@op("flatten")
+def flatten(x, start=0, end=-1):
+    nd = x.ndim
+    if nd == 0:
+        return x.reshape(1)
+    start, end = start % nd, end % nd
+    return x.reshape(x.shape[:start] + (-1,) + x.shape[end + 1:])
+
+
+@op("squeeze")
+def squeeze(x, dims=None):
+    if dims is None:
+        return np.squeeze(x)
+    axes = tuple(d for d in _axes(dims, x.ndim) if x.shape[d] == 1)
+    return np.squeeze(x, axis=axes) if axes else x
+
+
+@op("unsqueeze")
+def unsqueeze(x, dim):
+    return np.expand_dims(x, dim % (x.ndim + 1))
+
+
+@op("transpose")
+def transpose(x, d0, d1):
+    return np.swapaxes(_v(x), d0, d1)
+
+
+@op("permute")
+def permute(x, dims):
+    return np.transpose(_v(x), dims)
+
+
+@op("expand")
+def expand(x, shape):
+    shape = [x.shape[i - (len(shape) - x.ndim)] if s == -1 else int(s) for i, s in enumerate(shape)]
+    return np.broadcast_to(x, shape)
+
+
+@op("expand_as")
+def expand_as(x, other):
+    return np.broadcast_to(x, other.shape)
+
+
+@op("cat")
+def cat(tensors, dim=0):
+    return np.concatenate(tensors, axis=dim)
+
+
+@op("stack")
+def stack(tensors, dim=0):
+    return np.stack(tensors, axis=dim)
+
+
+@op("unbind")
+def unbind(x, dim=0):
+    return tuple(np.moveaxis(x, dim, 0))
+
+
+@op("getitem")
+def getitem(seq, i):
+    return seq[i]
+
+
+@op("slice")
+def slice_(x, dim=0, start=None, end=None, step=1):
+    idx = [slice(None)] * x.ndim
+    idx[dim] = slice(start, end, step)
+    return x[tuple(idx)]
+
+
+@op("select")
+def select(x, dim, index):
+    return np.take(x, index, axis=dim)
+
+
+@op("index")
+def index(x, indices):
+    """ATen index.Tensor: a list with None for full slices and arrays elsewhere."""
+    return x[tuple(slice(None) if i is None else i for i in indices)]
+
+
+@op("arange")
+def arange(start, end=None, step=1, dtype="int64"):
+    return np.arange(start, end, step, dtype=np.dtype(dtype))
+
+
+@op("to")
+def to(x, dtype):
+    return x.astype(np.dtype(dtype))
+
+
+def check_ops(nodes) -> None:
+    """Refuse a graph that uses ops this runtime doesn't know, naming them."""
+    unknown = sorted({n["op"] for n in nodes} - OPS.keys())
+    if unknown:
+        from .errors import BundleError
+        raise BundleError(
+            f"bundle uses ops this runtime does not implement: {', '.join(unknown)}; "
+            "upgrade edgecompress-runtime")

@@ -1,0 +1,117 @@
+"""Weights as stored in a bundle, fp32 or quantized, behind one small interface.
+
+Storage kinds (manifest ``params[name]["kind"]``; member arrays in brackets):
+- ``fp32``        [data: float32]
+- ``rowwise``     [codes: uint8 [R, ceil(D*bits/8)], scale: float16 [R], bias: float16 [R]]
+                  row r = codes * scale[r] + bias[r]; bits 8, 4 or 2, low bits first
+                  (the FBGEMM / PyTorch fused-rowwise layout, split into arrays)
+- ``channel_int8`` [codes: int8 [O, I], scale: float32 [O]]  w = codes * scale[o]
+
+Quantized tables stay quantized in memory and only gathered rows are dequantized
+(measured faster than dequantizing whole tables at batch <= 256 and 4x less
+memory; see benchmarks/runtime_gather.py). Linear weights are dequantized once,
+on first use: they are a few percent of a recommender's bytes.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import BundleError, InputError
+
+KINDS = {
+    "fp32": ("data",),
+    "rowwise": ("codes", "scale", "bias"),
+    "channel_int8": ("codes", "scale"),
+}
+
+
+def unpack_bits(packed: np.ndarray, bits: int, dim: int) -> np.ndarray:
+    """uint8 [..., ceil(dim*bits/8)] -> uint8 codes [..., dim], low bits first."""
+    if bits == 8:
+        return packed
+    per = 8 // bits
+    mask = (1 << bits) - 1
+    shifts = np.arange(per, dtype=np.uint8) * bits
+    out = (packed[..., :, None] >> shifts) & mask
+    return out.reshape(packed.shape[:-1] + (-1,))[..., :dim]
+
+
+def pack_bits(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Inverse of unpack_bits (used by the host's quantization pass)."""
+    if bits == 8:
+        return codes.astype(np.uint8)
+    per = 8 // bits
+    dim = codes.shape[-1]
+    pad = (-dim) % per
+    if pad:
+        codes = np.concatenate([codes, np.zeros(codes.shape[:-1] + (pad,), codes.dtype)], -1)
+    c = codes.reshape(codes.shape[:-1] + (-1, per)).astype(np.uint8)
+    shifts = np.arange(per, dtype=np.uint8) * bits
+    return np.bitwise_or.reduce(c << shifts, axis=-1).astype(np.uint8)
+
+
+class Param:
+    """One named weight. ``arrays`` maps the kind's member roles to arrays."""
+
+    def __init__(self, name: str, kind: str, arrays: dict[str, np.ndarray], shape, bits: int = 32):
+        if kind not in KINDS:
+            raise BundleError(f"parameter {name!r} has unknown storage kind {kind!r}; "
+                              "upgrade edgecompress-runtime")
+        missing = [r for r in KINDS[kind] if r not in arrays]
+        if missing:
+            raise BundleError(f"parameter {name!r} ({kind}) lacks arrays {missing}")
+        self.name, self.kind, self.arrays = name, kind, arrays
+        self.shape = tuple(int(s) for s in shape)
+        self.bits = int(bits)
+        self._dense = None
+        self._wt = None
+        if kind == "rowwise":
+            # fp16 scale/bias widened once: R*8 bytes, small next to the codes
+            self._scale = arrays["scale"].astype(np.float32)
+            self._bias = arrays["bias"].astype(np.float32)
+
+    @property
+    def rows(self) -> int:
+        return self.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays.values())
+
+    def dense(self) -> np.ndarray:
+        """The weight as float32 (cached; avoid on large quantized tables)."""
+        if self._dense is None:
+            if self.kind == "fp32":
+                self._dense = self.arrays["data"]
+            elif self.kind == "rowwise":
+                self._dense = self._dequant_rows(self.arrays["codes"], self._scale, self._bias)
+            else:
+                self._dense = self.arrays["codes"].astype(np.float32) * self.arrays["scale"][:, None]
+        return self._dense
+
+    def matmul_ready(self) -> np.ndarray:
+        """W.T as a contiguous float32 [in, out] array, for x @ W.T."""
+        if self._wt is None:
+            self._wt = np.ascontiguousarray(self.dense().T)
+        return self._wt
+
+    def _dequant_rows(self, codes, scale, bias):
+        codes = unpack_bits(codes, self.bits, self.shape[-1])
+        out = codes.astype(np.float32)
+        out *= scale[..., None]
+        out += bias[..., None]
+        return out
+
+    def gather(self, indices: np.ndarray) -> np.ndarray:
+        idx = np.asarray(indices)
+        if idx.size:
+            lo, hi = idx.min(), idx.max()
+            if lo < 0 or hi >= self.rows:
+                bad = lo if lo < 0 else hi
+                raise InputError(f"id {int(bad)} is outside table {self.name!r} "
+                                 f"(rows 0..{self.rows - 1})")
+        if self.kind == "fp32":
+            return self.arrays["data"][idx]
+        if self.kind == "rowwise":
+            return self._dequant_rows(self.arrays["codes"][idx], self._scale[idx], self._bias[idx])
+        return self.dense()[idx]
