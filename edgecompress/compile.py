@@ -131,7 +131,7 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, oov_rows
     members.update(ref_members)
     manifest = {
         "model": {"class": type(model).__name__, "task": ds.task,
-                  "output": "logit" if ds.task == "ctr" else "score"},
+                  "output": getattr(model, "output", "logit" if ds.task == "ctr" else "score")},
         "inputs": spec,
         "graph": program.graph,
         "params": params,

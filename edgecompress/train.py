@@ -61,7 +61,10 @@ def train(
     retrieval = dataset.task == "retrieval"
     if retrieval:
         if item_key not in dataset.inputs:
-            raise DataError(f"retrieval dataset {dataset.name!r} has no {item_key!r} input (has {sorted(dataset.inputs)})")
+            raise DataError(
+                f"retrieval dataset {dataset.name!r} has no {item_key!r} input (has {sorted(dataset.inputs)}); "
+                f"name the item id input {item_key!r} or pass item_key="
+            )
         n_items = _num_items(dataset, item_key)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)

@@ -48,8 +48,10 @@ def synthetic_ctr(
     label ~ Bernoulli(sigmoid(logit)).
 
     ``multi_hot=L`` gives ``sparse`` int64[N,F,L]: each field holds 1..L ids
-    (mean-pooled by the hidden model), padded with id 0; real ids are 1..V so
-    each field's vocab is V+1 and ``meta["padding_id"] == 0``.
+    (uniform count; repeats possible), padded with id 0 after the real ids; real
+    ids are 1..V so each field's vocab is V+1 and ``meta["padding_id"] == 0``.
+    The hidden model sum-pools a field's ids (like ``EmbeddingBag(mode="sum")``),
+    scaled by a constant 1/sqrt((L+1)/2).
 
     ``meta["bayes_auc"]`` is the AUC of the noise-free hidden logit on the
     sampled labels: the best AUC any model can reach on this data.
@@ -87,6 +89,7 @@ def synthetic_ctr(
     w = rng.standard_normal(dense_dim) * (0.5 / max(dense_dim, 1)) ** 0.5
 
     L = int(multi_hot) if multi_hot else 0
+    bag_norm = 1.0 / np.sqrt((L + 1) / 2) if L else 1.0  # sum pooling, variance kept near one-hot's
     offset = 1 if L else 0
     sparse = np.zeros((n, n_fields, L) if L else (n, n_fields), dtype=np.int64)
     latent_sum = np.zeros((n, latent_dim))
@@ -103,8 +106,8 @@ def synthetic_ctr(
         if L:
             count = rng.integers(1, L + 1, n)
             mask = np.arange(L)[None, :] < count[:, None]
-            vec = (emb[ids] * mask[..., None]).sum(1) / count[:, None]
-            bias += (b[ids] * mask).sum(1) / count
+            vec = (emb[ids] * mask[..., None]).sum(1) * bag_norm
+            bias += (b[ids] * mask).sum(1) * bag_norm
             sparse[:, f, :] = np.where(mask, ids + offset, 0)
         else:
             vec = emb[ids]
@@ -120,10 +123,11 @@ def synthetic_ctr(
     label = (rng.random(n) < _sigmoid(noisy + c)).astype(np.float32)
 
     bayes_auc = None
-    if 0 < label.sum() < n:
-        from sklearn.metrics import roc_auc_score
-
-        bayes_auc = float(roc_auc_score(label, logit))
+    n_pos = int(label.sum())
+    if 0 < n_pos < n:  # Mann-Whitney AUC (continuous logits: no ties), no sklearn import needed
+        rank = np.empty(n)
+        rank[np.argsort(logit, kind="stable")] = np.arange(1, n + 1)
+        bayes_auc = float((rank[label == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (n - n_pos)))
 
     return Dataset(
         name=f"synthetic-ctr-{n}" + (f"-multihot{L}" if L else ""),

@@ -1,0 +1,186 @@
+"""Lowering of models outside the zoo, clear errors for unsupported ops, and the passes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import edgecompress as ec
+import edgecompress_runtime as ecr
+from edgecompress.data import Dataset
+from edgecompress.graph import lower
+from edgecompress.passes import (EmbeddingRowwiseQuant, LinearInt8Weights, PassConfig, apply_plan,
+                                 plan_from_json, plan_to_json)
+from edgecompress.passes.quantize_embeddings import quantize_rows
+from edgecompress.passes.quantize_linear import quantize_channels
+from edgecompress_runtime.backends.numpy_graph import GraphExecutor
+from edgecompress_runtime.params import pack_bits, unpack_bits
+
+
+class CrossNet(nn.Module):
+    """A DCN-style model no one in the zoo looks like: cross layers, layer of
+    softmax attention over fields, a normalize, tanh, mean-pooled history bag."""
+
+    def __init__(self, vocab=(50, 40, 30), d=8, dense_dim=3):
+        super().__init__()
+        self.tables = nn.ModuleDict({f"f{i}": nn.Embedding(v, d) for i, v in enumerate(vocab)})
+        self.hist = nn.EmbeddingBag(vocab[0], d, mode="mean")
+        width = d * (len(vocab) + 1) + dense_dim
+        self.cross = nn.ModuleList([nn.Linear(width, width) for _ in range(2)])
+        self.att = nn.Linear(d, 1)
+        self.out = nn.Linear(width + d, 1)
+
+    def forward(self, dense, sparse, history):
+        embs = [self.tables[f"f{i}"](sparse[:, i]) for i in range(len(self.tables))]
+        e = torch.stack(embs, 1)                                   # [B, F, d]
+        w = torch.softmax(self.att(e).squeeze(-1), dim=1)          # [B, F]
+        pooled = (e * w.unsqueeze(-1)).sum(1)
+        x0 = torch.cat(embs + [self.hist(history), dense], dim=1)
+        x = x0
+        for layer in self.cross:
+            x = x0 * layer(x) + x
+        x = torch.tanh(x) / 2
+        z = torch.cat([x, nn.functional.normalize(pooled, dim=-1)], 1)
+        return self.out(z).flatten()
+
+
+def _crossnet_data(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    inputs = {"dense": rng.standard_normal((n, 3)).astype(np.float32),
+              "sparse": np.stack([rng.integers(0, v, n) for v in (50, 40, 30)], 1),
+              "history": rng.integers(0, 50, (n, 4))}
+    label = (rng.random(n) < 0.3).astype(np.float32)
+    return Dataset(name="crossnet", task="ctr", inputs=inputs, label=label,
+                   vocab={"sparse": [50, 40, 30], "history": [50] * 4}, meta={})
+
+
+def test_model_outside_the_zoo_compiles(tmp_path):
+    torch.manual_seed(0)
+    model = CrossNet().eval()
+    data = _crossnet_data()
+    res = ec.compile(model, target="local", data=data, output=tmp_path / "x.ecb", progress=False)
+    m = ecr.load(res.path)
+    spec = {s["name"]: s for s in m.input_spec}
+    assert spec["sparse"]["vocab"] == [50, 40, 30]
+    assert spec["history"]["shape"] == [None, 4]
+    ops = {n["op"] for n in m.manifest["graph"]["nodes"]}
+    assert {"embedding", "embedding_bag", "softmax", "tanh", "vector_norm", "linear"} <= ops
+    assert res.parity["max_abs_diff"] < 1e-2
+    fp32 = ec.compile(model, target="local", data=data, output=tmp_path / "f.ecb", plan=[], progress=False)
+    batch = {k: v[:37] for k, v in data.inputs.items()}
+    want = model(**{k: torch.as_tensor(v) for k, v in batch.items()}).detach().numpy()
+    np.testing.assert_allclose(ecr.load(fp32.path).predict(batch), want, atol=1e-5)
+
+
+class UsesSort(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)
+
+    def forward(self, ids):
+        return torch.sort(self.emb(ids), dim=1).values.sum(1)
+
+
+def test_unsupported_op_names_op_and_place(tmp_path):
+    with pytest.raises(ec.UnsupportedOpError) as e:
+        lower(UsesSort(), {"ids": np.arange(4)})
+    msg = str(e.value)
+    assert "aten.sort" in msg and "test_lowering_passes.py" in msg and "torch.sort" in msg
+
+
+class DataDependent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(2, 1)
+
+    def forward(self, dense):
+        if dense.sum() > 0:
+            return self.lin(dense).flatten()
+        return -self.lin(dense).flatten()
+
+
+def test_model_that_does_not_export(tmp_path):
+    with pytest.raises(ec.CompileError, match="does not export with torch.export"):
+        lower(DataDependent(), {"dense": np.ones((4, 2), np.float32)})
+
+
+def test_data_that_does_not_match_the_model(tmp_path):
+    data = _crossnet_data()
+    data.inputs["extra"] = data.inputs.pop("history")
+    with pytest.raises(ec.DataError, match="no input 'history'"):
+        ec.compile(CrossNet(), target="local", data=data, output=tmp_path / "x.ecb", progress=False)
+    assert not (tmp_path / "x.ecb").exists()
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_rowwise_quant_bytes_and_error(bits):
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((1000, 64)).astype(np.float32) * 0.1
+    codes, scale, bias, deq = quantize_rows(w, bits)
+    assert codes.dtype == np.uint8 and codes.shape == (1000, 64 * bits // 8)
+    assert scale.dtype == np.float16 and bias.dtype == np.float16
+    assert codes.nbytes + scale.nbytes + bias.nbytes == 1000 * (64 * bits // 8 + 4)
+    step = (w.max(1) - w.min(1)) / (2**bits - 1)
+    # error within half a step (+ fp16 rounding of scale/bias)
+    assert np.all(np.abs(deq - w).max(1) <= 0.5 * step * 1.01 + 1e-3 * np.abs(w).max(1))
+    np.testing.assert_array_equal(unpack_bits(codes, bits, 64).max() <= 2**bits - 1, True)
+
+
+def test_pack_unpack_round_trip():
+    rng = np.random.default_rng(1)
+    for bits in (4, 2):
+        c = rng.integers(0, 2**bits, (7, 13)).astype(np.uint8)
+        np.testing.assert_array_equal(unpack_bits(pack_bits(c, bits), bits, 13), c)
+
+
+def test_linear_int8_per_channel():
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((16, 32)).astype(np.float32) * np.linspace(0.01, 2, 16)[:, None]
+    codes, scale, deq = quantize_channels(w)
+    assert codes.dtype == np.int8 and scale.shape == (16,)
+    assert np.all(np.abs(deq - w).max(1) <= scale / 2 + 1e-7)
+
+
+def test_plan_round_trip_and_replay():
+    plan = [EmbeddingRowwiseQuant(bits=4), LinearInt8Weights(min_params=10)]
+    js = plan_to_json(plan)
+    assert js[0] == {"pass": "embedding_rowwise_quant", "version": 1, "bits": 4, "tables": None}
+    again = plan_from_json(js)
+    assert again == plan
+    torch.manual_seed(0)
+    model = CrossNet().eval()
+    ex = {k: v[:8] for k, v in _crossnet_data().inputs.items()}
+    a, b = apply_plan(lower(model, ex), plan), apply_plan(lower(model, ex), again)
+    for name in a.params:
+        for role in a.params[name].arrays:
+            np.testing.assert_array_equal(a.params[name].arrays[role], b.params[name].arrays[role])
+
+
+def test_plan_version_mismatch_fails_loudly():
+    with pytest.raises(ec.CompileError, match="version 2 does not match"):
+        PassConfig.from_dict({"pass": "embedding_rowwise_quant", "version": 2, "bits": 8})
+    with pytest.raises(ec.CompileError, match="unknown pass"):
+        PassConfig.from_dict({"pass": "nope", "version": 1})
+    with pytest.raises(ec.CompileError, match="unknown settings"):
+        PassConfig.from_dict({"pass": "linear_int8_weights", "version": 1, "bitz": 3})
+
+
+def test_jagged_bags_with_offsets_run():
+    class Jagged(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bag = nn.EmbeddingBag(20, 4, mode="sum")
+
+        def forward(self, ids, offsets):
+            return self.bag(ids, offsets).sum(1)
+
+    torch.manual_seed(0)
+    m = Jagged().eval()
+    ids = np.array([1, 2, 3, 4, 5, 6, 7, 8])
+    offsets = np.array([0, 3, 3, 5, 6, 7, 7, 8])
+    prog = lower(m, {"ids": ids, "offsets": offsets})
+    assert any(n["op"] == "embedding_bag_offsets" for n in prog.graph["nodes"])
+    ex = GraphExecutor(prog.graph, {k: v.to_runtime(k) for k, v in prog.params.items()}, prog.constants)
+    want = m(torch.as_tensor(ids), torch.as_tensor(offsets)).detach().numpy()
+    np.testing.assert_allclose(ex.run({"ids": ids, "offsets": offsets}), want, atol=1e-6)
