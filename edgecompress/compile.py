@@ -5,7 +5,6 @@
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from .errors import CompileError, DataError
 from .export.bundle import BundleDraft, program_members, provenance, reference_members
 from .graph import forward_input_names, lower
 from .graph.spec import input_spec
+from .graph.torch_exec import ProgramModule
 from .passes import DEFAULT_PLAN, apply_plan
 from .targets import Target, load_target
 
@@ -69,18 +69,6 @@ def _check_data(model, ds) -> None:
             raise DataError(f"data input {name!r} holds negative ids")
 
 
-def _dequantized_model(model, program):
-    """The host reference for a compressed bundle: the same torch model with
-    each quantized weight replaced by what the device will compute with."""
-    ref = copy.deepcopy(model).eval()
-    state = ref.state_dict()
-    with torch.no_grad():
-        for name, p in program.params.items():
-            if p.kind != "fp32" and name in state:
-                state[name].copy_(torch.from_numpy(p.to_runtime(name).dense()).reshape(state[name].shape))
-    return ref
-
-
 def _torch_outputs(model, inputs: dict) -> np.ndarray:
     with torch.no_grad():
         out = model(**{k: torch.as_tensor(v) for k, v in inputs.items()})
@@ -120,8 +108,10 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, oov_rows
     apply_plan(program, plan)
 
     ref_inputs = {k: np.asarray(ds.inputs[k][:REFERENCE_ROWS]) for k in names}
-    quantized = any(p.kind != "fp32" for p in program.params.values())
-    host_ref = _dequantized_model(model, program) if quantized else model
+    quantized = any(p.kind != "fp32" or set(p.arrays) - {"data"} for p in program.params.values())
+    # the reference for a compressed bundle is the compressed program run by
+    # torch (ProgramModule), an implementation independent of the numpy runtime
+    host_ref = ProgramModule(program).eval() if quantized else model
     ref_out = _torch_outputs(host_ref, ref_inputs)
     tol = PARITY_TOL["quantized" if quantized else "fp32"]
 

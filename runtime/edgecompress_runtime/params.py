@@ -7,6 +7,12 @@ Storage kinds (manifest ``params[name]["kind"]``; member arrays in brackets):
                   (the FBGEMM / PyTorch fused-rowwise layout, split into arrays)
 - ``channel_int8`` [codes: int8 [O, I], scale: float32 [O]]  w = codes * scale[o]
 
+Optional arrays on tables, applied on gather in this order:
+- ``remap`` int32 [R]: logical row -> stored row (row pruning: rare rows share
+  one fallback row, so the stored table has K + 1 <= R rows)
+- ``proj``  float32 [d, D]: stored rows have d < D columns and are projected
+  back to the width the graph expects (per-table dimension reduction)
+
 Quantized tables stay quantized in memory and only gathered rows are dequantized
 (measured faster than dequantizing whole tables at batch <= 256 and 4x less
 memory; see benchmarks/runtime_gather.py). Linear weights are dequantized once,
@@ -23,6 +29,7 @@ KINDS = {
     "rowwise": ("codes", "scale", "bias"),
     "channel_int8": ("codes", "scale"),
 }
+OPTIONAL = ("remap", "proj")
 
 
 def unpack_bits(packed: np.ndarray, bits: int, dim: int) -> np.ndarray:
@@ -63,6 +70,8 @@ class Param:
         self.name, self.kind, self.arrays = name, kind, arrays
         self.shape = tuple(int(s) for s in shape)
         self.bits = int(bits)
+        self.remap = arrays.get("remap")
+        self.proj = arrays.get("proj")
         self._dense = None
         self._wt = None
         if kind == "rowwise":
@@ -78,15 +87,23 @@ class Param:
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.arrays.values())
 
+    def storage_dense(self) -> np.ndarray:
+        """The stored array as float32, before remap and projection."""
+        if self.kind == "fp32":
+            return self.arrays["data"]
+        if self.kind == "rowwise":
+            return self._dequant_rows(self.arrays["codes"], self._scale, self._bias)
+        return self.arrays["codes"].astype(np.float32) * self.arrays["scale"][:, None]
+
     def dense(self) -> np.ndarray:
-        """The weight as float32 (cached; avoid on large quantized tables)."""
+        """The weight as float32 in its logical shape (cached; avoid on large tables)."""
         if self._dense is None:
-            if self.kind == "fp32":
-                self._dense = self.arrays["data"]
-            elif self.kind == "rowwise":
-                self._dense = self._dequant_rows(self.arrays["codes"], self._scale, self._bias)
-            else:
-                self._dense = self.arrays["codes"].astype(np.float32) * self.arrays["scale"][:, None]
+            w = self.storage_dense()
+            if self.remap is not None:
+                w = w[self.remap]
+            if self.proj is not None:
+                w = w @ self.proj
+            self._dense = w.reshape(self.shape) if w.size == int(np.prod(self.shape)) else w
         return self._dense
 
     def matmul_ready(self) -> np.ndarray:
@@ -96,7 +113,8 @@ class Param:
         return self._wt
 
     def _dequant_rows(self, codes, scale, bias):
-        codes = unpack_bits(codes, self.bits, self.shape[-1])
+        dim = self.proj.shape[0] if self.proj is not None else self.shape[-1]
+        codes = unpack_bits(codes, self.bits, dim)
         out = codes.astype(np.float32)
         out *= scale[..., None]
         out += bias[..., None]
@@ -110,8 +128,14 @@ class Param:
                 bad = lo if lo < 0 else hi
                 raise InputError(f"id {int(bad)} is outside table {self.name!r} "
                                  f"(rows 0..{self.rows - 1})")
+        if self.remap is not None:
+            idx = self.remap[idx]
         if self.kind == "fp32":
-            return self.arrays["data"][idx]
-        if self.kind == "rowwise":
-            return self._dequant_rows(self.arrays["codes"][idx], self._scale[idx], self._bias[idx])
-        return self.dense()[idx]
+            rows = self.arrays["data"][idx]
+        elif self.kind == "rowwise":
+            rows = self._dequant_rows(self.arrays["codes"][idx], self._scale[idx], self._bias[idx])
+        else:
+            rows = self.storage_dense()[idx]
+        if self.proj is not None:
+            rows = rows @ self.proj
+        return rows

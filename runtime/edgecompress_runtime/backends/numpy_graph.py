@@ -6,14 +6,14 @@ import numpy as np
 from ..bundle import Bundle
 from ..errors import BundleError
 from ..ops import OPS, check_ops
-from ..params import KINDS, Param
+from ..params import KINDS, OPTIONAL, Param
 
 
 def load_params(bundle: Bundle) -> dict[str, Param]:
     params = {}
     for name, meta in bundle.manifest.get("params", {}).items():
         kind = meta.get("kind")
-        roles = KINDS.get(kind, ())
+        roles = KINDS.get(kind, ()) + OPTIONAL
         arrays = {r: bundle.array(meta["members"][r]) for r in roles if r in meta.get("members", {})}
         params[name] = Param(name, kind, arrays, meta.get("shape", ()), meta.get("bits", 32))
     return params
