@@ -86,7 +86,7 @@ def format_demo_table(result: dict) -> str:
     sys_ = next(iter(result["bundles"].values()))["bench"]["system"]
     lines.append("")
     lines.append(f"compressed/fp32 size: {result['size_ratio'] * 100:.1f} %   "
-                 f"AUC drop: {result['auc_drop']:+.4f}   target profile: {result['target']}")
+                 f"AUC change (int8 - fp32): {-result['auc_drop']:+.4f}   target profile: {result['target']}")
     lines.append(f"latency and RSS measured on board '{result['board']}': {sys_['cpu_model']} ({sys_['machine']}), "
                  f"numpy {sys_['numpy']}, backend {next(iter(result['bundles'].values()))['bench']['backend']}")
     if result["board"] == "local":
