@@ -11,13 +11,40 @@ import sys
 from pathlib import Path
 
 from .errors import EdgecompressError
+from .targets import parse_latency, parse_size
 
 
 def _demo(args) -> int:
     from .demo import run_demo
-    run_demo(target=args.target, out_dir=args.out, json_out=args.json, rows=args.rows,
-             epochs=args.epochs, iters=args.iters, progress=not args.quiet)
+    from .deploy.commands import demo_board
+    board = demo_board(args)   # None: this machine; else a board over SSH (--device)
+    try:
+        run_demo(target=args.target, out_dir=args.out, json_out=args.json, rows=args.rows,
+                 epochs=args.epochs, iters=args.iters, progress=not args.quiet, board=board)
+    finally:
+        if board is not None:
+            board.close()
     return 0
+
+
+def _deploy(args) -> int:
+    from .deploy.commands import deploy_cmd
+    return deploy_cmd(args)
+
+
+def _bench(args) -> int:
+    from .deploy.commands import bench_cmd
+    return bench_cmd(args)
+
+
+def _farm(args) -> int:
+    from .deploy.commands import farm_cmd
+    return farm_cmd(args)
+
+
+def _keys(args) -> int:
+    from .deploy.commands import keys_cmd
+    return keys_cmd(args)
 
 
 def _targets(args) -> int:
@@ -78,12 +105,52 @@ def _compile(args) -> int:
             model.load_state_dict(state)
         except Exception as e:  # torch raises several kinds for bad files
             raise EdgecompressError(f"cannot load --weights {args.weights}: {str(e).splitlines()[0]}") from None
-    plan = [] if args.fp32 else list(DEFAULT_PLAN)
-    res = compile(model, target=args.target, data=ds, output=args.output, plan=plan, progress=not args.quiet)
+    plan = None                       # search under the budgets
+    if args.fp32:
+        plan = []
+    elif args.int8:
+        plan = list(DEFAULT_PLAN)
+    elif args.plan:
+        from .passes import plan_from_json
+        try:
+            items = json.loads(Path(args.plan).read_text())
+        except (OSError, ValueError) as e:
+            raise EdgecompressError(f"cannot read --plan {args.plan}: {e}") from None
+        plan = plan_from_json(items["plan"] if isinstance(items, dict) else items)
+    train = _load_data(args.train_data) if args.train_data else None
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()] if args.formats else None
+    res = compile(model, target=args.target, data=ds, output=args.output, plan=plan, formats=formats,
+                  memory_budget=args.memory_budget, latency_budget=args.latency_budget, metric=args.metric,
+                  train_data=train, report=args.report, progress=not args.quiet,
+                  latency_table=args.latency_table)
+    for w in getattr(res, "warnings", []):
+        print(f"edgecompress: warning: {w}", file=sys.stderr)
+    if args.sign:
+        from .deploy.keys import sign_bundle
+        sign_bundle(res.path)
     print(json.dumps(res.summary(), indent=1, default=str) if args.json else
           f"wrote {res.path} ({res.size_bytes:,} bytes) for {res.target}; "
           f"before {res.metrics_before} after {res.metrics_after}; parity {res.parity['max_abs_diff']:.2e}")
     return 0
+
+
+def _package(args) -> int:
+    from .export.app_package import package
+    written = package(args.bundle, android=args.android, ios=args.ios)
+    for platform, paths in written.items():
+        print(f"{platform}: wrote {', '.join(paths)}")
+    return 0
+
+
+def _checked(parse):
+    """argparse type: validate with ``parse`` but keep the user's string."""
+    def check(text: str) -> str:
+        try:
+            parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return text
+    return check
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=2, help="training epochs (default 2)")
     p.add_argument("--iters", type=int, default=200, help="timed runs per batch size (default 200)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _deploy_args(p)
     p.set_defaults(fn=_demo)
 
     p = sub.add_parser("targets", help="list device profiles")
@@ -111,11 +179,88 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True,
                    help="evaluation data: synthetic | movielens-ctr | movielens-retrieval | FILE.npz")
     p.add_argument("-o", "--output", required=True, help="bundle to write (.ecb)")
+    p.add_argument("--train-data", help="training rows for row frequencies and distillation (same forms as --data; "
+                                        "default: --data)")
+    p.add_argument("--memory-budget", type=_checked(parse_size),
+                   help="bundle size budget, e.g. 8MB or 512KiB (default: the target's)")
+    p.add_argument("--latency-budget", type=_checked(parse_latency),
+                   help="latency budget per batch, e.g. 2ms@64 (default: the target's)")
+    p.add_argument("--metric", choices=["auc", "logloss", "recall@10", "ndcg@10"],
+                   help="what the planner maximises (default: auc for CTR, recall@10 for retrieval)")
+    p.add_argument("--report", help="directory for report.json and report.html")
+    p.add_argument("--plan", help="replay a plan: a JSON list of pass configs, or a bundle manifest / report.json")
     p.add_argument("--fp32", action="store_true", help="no compression passes")
+    p.add_argument("--int8", action="store_true", help="int8 rows + int8 Linear weights, no search")
+    p.add_argument("--formats", help="comma list of numpy, executorch, litert (default: numpy plus every app "
+                                     "format whose toolchain is installed; see pip install 'edgecompress[export]')")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--sign", action="store_true", help="sign the bundle with the key from `edgecompress keys init`")
+    p.add_argument("--latency-table", help="measured latency table for the latency model: a device name calibrated "
+                                           "with `edgecompress calibrate`, a .json path, or 'none' (default: the "
+                                           "table calibrated for --target, if any)")
     p.set_defaults(fn=_compile)
+
+    p = sub.add_parser("package", help="write what an Android / iOS app needs from a bundle (artifact, "
+                                       "typed input spec, id maps, integration note)")
+    p.add_argument("bundle", help="a bundle compiled with --formats including litert and/or executorch")
+    p.add_argument("--android", metavar="DIR", help="write the Android package here")
+    p.add_argument("--ios", metavar="DIR", help="write the iOS package here")
+    p.set_defaults(fn=_package)
+
+    p = sub.add_parser("deploy", help="install the runtime and bundles on a board over SSH")
+    p.add_argument("bundles", nargs="*", help="bundles to put on the board (none: just the runtime)")
+    _deploy_args(p)
+    p.add_argument("--uninstall", action="store_true", help="remove edgecompress from the board instead")
+    p.add_argument("--remove-trusted-keys", action="store_true", help="with --uninstall: also forget signing keys")
+    p.add_argument("--json", help="write what was done to this JSON file")
+    p.set_defaults(fn=_deploy)
+
+    p = sub.add_parser("bench", help="benchmark a bundle on a board over SSH (deploys it if needed)")
+    p.add_argument("bundle")
+    _deploy_args(p)
+    _bench_args(p)
+    p.add_argument("--json", help="write every number to this JSON file")
+    p.set_defaults(fn=_bench)
+
+    p = sub.add_parser("farm", help="benchmark bundles on many boards in parallel (devices.toml)")
+    p.add_argument("bundles", nargs="+")
+    _deploy_args(p, device=False)
+    p.add_argument("--device", "-d", action="append", help="a device (name or user@host[:port]); repeatable")
+    p.add_argument("--tags", help="only devices having all these tags (comma list)")
+    p.add_argument("--parallel", type=int, help="boards at work at once (default: all)")
+    p.add_argument("--retries", type=int, default=2, help="retries of a dropped device before its work moves "
+                                                          "(default 2)")
+    p.add_argument("--backoff", type=float, default=2.0, help="first retry delay in s, doubling (default 2)")
+    p.add_argument("--out", default="out/farm", help="where farm.json and farm.html go (default out/farm)")
+    _bench_args(p)
+    p.set_defaults(fn=_farm)
+
+    from .calibrate import add_calibrate_parser
+    add_calibrate_parser(sub)
+
+    p = sub.add_parser("keys", help="the signing key for bundles: init | show | sign BUNDLE...")
+    p.add_argument("action", choices=["init", "show", "sign"])
+    p.add_argument("bundles", nargs="*", help="with sign: bundles to sign in place")
+    p.add_argument("--force", action="store_true", help="with init: replace an existing key")
+    p.set_defaults(fn=_keys)
     return ap
+
+
+def _deploy_args(p, device: bool = True) -> None:
+    from .deploy.commands import add_ssh_args
+    add_ssh_args(p, device=device)
+
+
+def _bench_args(p) -> None:
+    from .deploy.commands import _batches
+    g = p.add_argument_group("benchmark")
+    g.add_argument("--batch", type=_batches, default=[1, 64, 256], help="batch sizes (default 1,64,256)")
+    g.add_argument("--warmup", type=int, default=20, help="untimed runs per batch size (default 20)")
+    g.add_argument("--iters", type=int, default=200, help="timed runs per batch size (default 200)")
+    g.add_argument("--backend", default="auto", help="runtime backend on the board (default auto)")
+    g.add_argument("--repeat", type=int, default=1, help="benchmark N times (default 1)")
+    g.add_argument("--cooldown", type=float, default=0.0, help="seconds to rest between repeats")
 
 
 def main(argv=None) -> int:

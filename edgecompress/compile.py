@@ -1,7 +1,8 @@
 """edgecompress.compile: model + data + target -> a verified bundle on disk.
 
-    model -> lower (torch.export -> op set) -> plan -> passes -> bundle draft
-          -> metrics and parity through the runtime -> atomic write -> re-verify
+    model -> lower (torch.export -> op set) -> plan (searched under the budgets,
+    or given) -> passes -> bundle draft -> metrics and parity through the
+    runtime -> exact size check -> atomic write -> re-verify -> report
 """
 from __future__ import annotations
 
@@ -20,11 +21,15 @@ from .graph import forward_input_names, lower
 from .graph.spec import input_spec
 from .graph.torch_exec import ProgramModule
 from .passes import DEFAULT_PLAN, apply_plan
-from .targets import Target, load_target
+from .plan.latency import LatencyModel, shape_profile
+from .plan.search import BudgetError, Planner
+from .plan.size import bundle_size
+from .targets import Target, load_target, parse_latency, parse_size
 
-
-REFERENCE_ROWS = 64
+REFERENCE_ROWS = 32
 PARITY_TOL = {"fp32": 1e-5, "quantized": 1e-2}
+SEARCH_ROWS = 20_000          # CTR rows used to score candidate plans
+SEARCH_USERS = 300            # retrieval test users used to score candidate plans
 
 
 @dataclass
@@ -37,19 +42,30 @@ class CompileResult:
     plan: list
     target: str
     param_bytes: dict = field(default_factory=dict)
+    latency_estimate: dict = field(default_factory=dict)
+    budgets: dict = field(default_factory=dict)
+    search: object = None
+    report: dict = field(default_factory=dict)
+    model_bytes: int = 0           # the bundle without app artifacts (.pte/.tflite): what memory budgets bound
+    warnings: list = field(default_factory=list)     # e.g. an artifact format skipped (toolchain missing)
 
     def summary(self) -> dict:
-        return {"bundle": str(self.path), "size_bytes": self.size_bytes, "target": self.target,
+        return {"bundle": str(self.path), "size_bytes": self.size_bytes, "model_bytes": self.model_bytes,
+                "target": self.target,
                 "metrics_before": self.metrics_before, "metrics_after": self.metrics_after,
-                "parity": self.parity, "plan": [c.to_dict() for c in self.plan]}
+                "parity": self.parity, "plan": [c.to_dict() for c in self.plan],
+                "latency_estimate": self.latency_estimate, "budgets": self.budgets,
+                "report": {k: str(v) for k, v in self.report.items()}}
 
 
-def _eval_view(data):
-    """(Dataset whose inputs define the spec, evaluation function)."""
+def _eval_views(data):
+    """(Dataset whose inputs define the spec, full evaluation, fast evaluation, default metric)."""
     from .metrics import evaluate_ctr, evaluate_retrieval
     if hasattr(data, "test_user"):          # RetrievalData: rank held-out items
-        return data.train, lambda fn: evaluate_retrieval(fn, data)
-    return data, lambda fn: evaluate_ctr(fn, data)
+        return (data.train, lambda fn: evaluate_retrieval(fn, data),
+                lambda fn: evaluate_retrieval(fn, data, max_users=SEARCH_USERS), "recall@10")
+    sub = data.take(np.arange(min(len(data), SEARCH_ROWS)))
+    return data, lambda fn: evaluate_ctr(fn, data), lambda fn: evaluate_ctr(fn, sub), "auc"
 
 
 def _check_data(model, ds) -> None:
@@ -63,58 +79,49 @@ def _check_data(model, ds) -> None:
     if extra:
         raise DataError(f"data input {extra[0]!r} is not an argument of the model's forward() "
                         f"({', '.join(names)})")
-    for name, vocab in (ds.vocab or {}).items():
-        arr = np.asarray(ds.inputs[name])
-        if arr.size and arr.min() < 0:
-            raise DataError(f"data input {name!r} holds negative ids")
 
 
-def _torch_outputs(model, inputs: dict) -> np.ndarray:
+def _check_ids_fit(program, ds) -> None:
+    """Ids in the data must exist in the tables they feed."""
+    for table, (inp, fld) in program.index_sources.items():
+        if table not in program.params or inp not in ds.inputs:
+            continue
+        ids = np.asarray(ds.inputs[inp])
+        if fld is not None and ids.ndim >= 2:
+            ids = ids[:, fld]
+        rows = program.params[table].shape[0]
+        if ids.size and (ids.min() < 0 or ids.max() >= rows):
+            bad = int(ids.min()) if ids.min() < 0 else int(ids.max())
+            where = f"{inp}[field {fld}]" if fld is not None else inp
+            raise DataError(f"data input {where} holds id {bad}, outside table {table!r} (rows 0..{rows - 1}); "
+                            "remap ids to 0..rows-1 or give the table more rows")
+
+
+def _torch_outputs(model, inputs: dict, names) -> np.ndarray:
     with torch.no_grad():
-        out = model(**{k: torch.as_tensor(v) for k, v in inputs.items()})
+        if isinstance(model, ProgramModule):
+            out = model(*[torch.as_tensor(inputs[k]) for k in names])
+        else:
+            out = model(**{k: torch.as_tensor(v) for k, v in inputs.items()})
     return out.detach().float().reshape(-1).numpy()
 
 
-def compile(model: torch.nn.Module, *, target, data, output, plan=None, oov_rows=None,
-            progress: bool = True) -> CompileResult:
-    """Compile ``model`` for ``target`` (a profile name, path or Target).
+def _budgets(tgt: Target, memory_budget, latency_budget, explicit_plan: bool):
+    """Bytes and (seconds, batch). Defaults come from the target unless a plan is given."""
+    mem = parse_size(memory_budget) if isinstance(memory_budget, str) else memory_budget
+    if latency_budget is None:
+        lat, batch = (None, tgt.latency_batch) if explicit_plan else (tgt.latency_budget_s, tgt.latency_batch)
+    elif isinstance(latency_budget, str):
+        lat, batch = parse_latency(latency_budget)
+    else:
+        lat, batch = latency_budget
+    if mem is None and not explicit_plan:
+        mem = tgt.memory_budget_bytes
+    return mem, lat, batch
 
-    ``data``: held-out data (a Dataset, or RetrievalData for retrieval models)
-    used for the input spec, metrics before/after and reference I/O.
-    ``plan``: list of pass configs; None = the default (int8 rows + int8
-    Linear weights); [] = fp32. ``oov_rows``: {input: row or [row per field]}
-    to map unknown ids to a fallback row instead of refusing them.
-    Nothing is written at ``output`` unless every check passes."""
-    from .metrics import torch_predict_fn
 
-    tgt = target if isinstance(target, Target) else load_target(target)
-    plan = list(DEFAULT_PLAN if plan is None else plan)
-    ds, evaluate = _eval_view(data)
-    _check_data(model, ds)
-    model = model.eval()
-    n = len(ds)
-    if n < 2:
-        raise DataError("compile needs at least 2 rows of data")
-    names = forward_input_names(model)
-    example = {k: np.asarray(ds.inputs[k][:8]) for k in names}
-
-    steps = _Progress(progress, 5)
-    steps.say("lowering with torch.export")
-    program = lower(model, example)
-    fp32_bytes = program.param_bytes()
-    steps.say("measuring the source model")
-    before = evaluate(torch_predict_fn(model))
-    steps.say(f"applying {len(plan)} pass(es)")
-    apply_plan(program, plan)
-
-    ref_inputs = {k: np.asarray(ds.inputs[k][:REFERENCE_ROWS]) for k in names}
-    quantized = any(p.kind != "fp32" or set(p.arrays) - {"data"} for p in program.params.values())
-    # the reference for a compressed bundle is the compressed program run by
-    # torch (ProgramModule), an implementation independent of the numpy runtime
-    host_ref = ProgramModule(program).eval() if quantized else model
-    ref_out = _torch_outputs(host_ref, ref_inputs)
-    tol = PARITY_TOL["quantized" if quantized else "fp32"]
-
+def _assemble(model, program, plan, tgt, ds, ref_inputs, ref_out, tol, oov_rows):
+    """Manifest (without metrics) and members of the bundle for a program."""
     spec = input_spec(program, ds.inputs, ds.vocab, ds.meta, oov_rows)
     params, consts, members = program_members(program)
     ref_manifest, ref_members = reference_members(ref_inputs, ref_out)
@@ -131,6 +138,91 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, oov_rows
         "plan": [c.to_dict() for c in plan],
         "provenance": provenance(model, plan),
     }
+    return manifest, members
+
+
+def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_budget=None,
+            latency_budget=None, metric=None, train_data=None, oov_rows=None, report=None,
+            tolerance: float = 5e-4, formats=None, progress: bool = True, latency_table=None) -> CompileResult:
+    """Compile ``model`` for ``target`` (a profile name, path or Target).
+
+    ``data``: held-out data (a Dataset, or RetrievalData for retrieval models)
+    used for the input spec, metrics before/after, plan search and reference I/O.
+    ``train_data``: training rows for row frequencies and distillation (default: ``data``).
+    ``plan``: None searches the most accurate plan inside the budgets
+    (``memory_budget`` like "8MB", ``latency_budget`` like "2ms@64"; both default
+    to the target's); a list of pass configs replays that plan ([] = fp32).
+    ``metric``: auc | logloss | recall@10 | ndcg@10. Among plans within
+    ``tolerance`` of the best metric the smallest wins. ``oov_rows``:
+    {input: row or [row per field]} maps unknown ids to a fallback row.
+    ``report``: a directory for report.json and report.html.
+    ``formats``: app artifacts to add (executorch, litert; see export/artifacts.py);
+    None = every format whose toolchain is installed.
+    ``latency_table``: the measured latency table the latency model uses (a stored
+    device or target name, a path to its JSON, or a LatencyTable); None = the one
+    stored for ``target`` if calibrated (``edgecompress calibrate``), False = none
+    (the profile's coefficients).
+    Nothing is written at ``output`` unless every check passes."""
+    from .metrics import higher_is_better, torch_predict_fn
+
+    tgt = target if isinstance(target, Target) else load_target(target)
+    explicit = plan is not None
+    mem, lat, lat_batch = _budgets(tgt, memory_budget, latency_budget, explicit)
+    ds, evaluate, evaluate_fast, default_metric = _eval_views(data)
+    metric = metric or default_metric
+    try:
+        higher_is_better(metric)
+    except Exception:
+        raise DataError(f"unknown metric {metric!r}; use auc, logloss, recall@10 or ndcg@10") from None
+    _check_data(model, ds)
+    model = model.eval()
+    if len(ds) < 2:
+        raise DataError("compile needs at least 2 rows of data")
+    names = forward_input_names(model)
+    example = {k: np.asarray(ds.inputs[k][:8]) for k in names}
+
+    steps = _Progress(progress, 6)
+    steps.say("lowering with torch.export")
+    program = lower(model, example)
+    _check_ids_fit(program, ds)
+    train = getattr(train_data, "train", train_data) if train_data is not None else ds
+    program.context.update(teacher=model, train_data=train, calibration_data=ds)
+    fp32_bytes = program.param_bytes()
+    steps.say("measuring the source model")
+    before = evaluate(torch_predict_fn(model))
+    if metric not in before:
+        raise DataError(f"metric {metric!r} is not measured for {ds.task} data (have: {', '.join(before)})")
+    latency_model = LatencyModel(tgt, shape_profile(program), table=_latency_table(tgt, latency_table))
+    ref_inputs = {k: np.asarray(ds.inputs[k][:REFERENCE_ROWS]) for k in names}
+
+    def size_fn(prog, p):
+        manifest, members = _assemble(model, prog, p, tgt, ds, ref_inputs,
+                                      np.zeros(len(next(iter(ref_inputs.values()))), np.float32), 0.0, oov_rows)
+        manifest["metrics"] = {"host": {"before": before, "after": before, "fp32_param_bytes": fp32_bytes,
+                                        "param_bytes": prog.param_bytes(), "parity": {}}}
+        return bundle_size(manifest, members)
+
+    search = None
+    if explicit:
+        steps.say(f"applying {len(plan)} pass(es)")
+        plan = list(plan)
+        program = apply_plan(program.copy(), plan)
+    else:
+        steps.say("searching plans under the budgets")
+        planner = Planner(program, metric=metric, evaluate_fn=evaluate_fast, size_fn=size_fn,
+                          latency=latency_model, latency_batch=lat_batch, memory_budget=mem, latency_budget=lat,
+                          tolerance=tolerance, progress=progress)
+        search = planner.run()
+        plan, program = search.chosen.plan, search.chosen.program
+
+    quantized = any(p.kind != "fp32" for p in program.params.values())
+    # the reference for a compressed bundle is the compressed program run by
+    # torch (ProgramModule), an implementation independent of the numpy runtime
+    host_ref = ProgramModule(program).eval() if plan else model
+    ref_out = _torch_outputs(host_ref, ref_inputs, program.input_names)
+    tol = PARITY_TOL["quantized" if quantized else "fp32"]
+    manifest, members = _assemble(model, program, plan, tgt, ds, ref_inputs, ref_out, tol, oov_rows)
+
     steps.say("measuring the bundle through the runtime")
     draft = BundleDraft(manifest, members)
     runtime_model = Model(draft.as_runtime_bundle(), backend="numpy")
@@ -139,17 +231,52 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, oov_rows
         raise CompileError(f"runtime output differs from the host model by {parity['max_abs_diff']:.3g} "
                            f"(tolerance {tol:g}); this is a bug in a pass or an op, please report it")
     after = evaluate(runtime_model.predict)
+    latency = {str(b): latency_model.estimate(program, b)["total_s"]
+               for b in sorted(set(tgt.batch_sizes) | {lat_batch})}
     manifest["metrics"] = {"host": {"before": before, "after": after, "fp32_param_bytes": fp32_bytes,
-                                    "param_bytes": program.param_bytes(), "parity": parity}}
+                                    "param_bytes": program.param_bytes(), "parity": parity},
+                           "latency_estimate_s": latency, "latency_model": latency_model.estimate(program, lat_batch)["source"]}
+    # the numpy bundle alone: what the memory budget bounds (each app artifact
+    # is its own deliverable and reports its own size)
+    model_bytes = bundle_size(manifest, members)
+    from .export.artifacts import build_artifacts
+    artifacts, warnings = build_artifacts(program, plan, target=tgt, reference_inputs=ref_inputs,
+                                          reference_outputs=ref_out, formats=formats, evaluate=evaluate,
+                                          progress=progress)
+    for art in artifacts:
+        members[art.member] = art.data
+        manifest.setdefault("artifacts", {})[art.format] = {"member": art.member, **art.meta}
+    expected = bundle_size(manifest, members)
 
     steps.say(f"writing {output}")
     size = draft.write(output)
+    if size != expected:
+        Path(output).unlink(missing_ok=True)
+        raise CompileError(f"bundle size {size} differs from the size model's {expected}; please report this bug")
     written = edgecompress_runtime.load(output, backend="numpy")   # re-verify what is on disk
     final_parity = written.check_parity()
+    budgets = {"memory_bytes": mem, "latency_s": lat, "latency_batch": lat_batch}
+    result = CompileResult(path=Path(output), size_bytes=size, metrics_before=before, metrics_after=after,
+                           parity=final_parity, plan=plan, target=tgt.name,
+                           param_bytes={"fp32": fp32_bytes, "compressed": program.param_bytes()},
+                           latency_estimate=latency, budgets=budgets, search=search, warnings=warnings,
+                           model_bytes=model_bytes)
+    if report is not None:
+        steps.say(f"writing the report to {report}")
+        from .plan.report import write_report
+        result.report = write_report(report, result=result, program=program, base_program=None, model=model,
+                                     data=data, train=train, metric=metric, latency_model=latency_model)
     steps.done()
-    return CompileResult(path=Path(output), size_bytes=size, metrics_before=before, metrics_after=after,
-                         parity=final_parity, plan=plan, target=tgt.name,
-                         param_bytes={"fp32": fp32_bytes, "compressed": program.param_bytes()})
+    return result
+
+
+def _latency_table(tgt, spec=None):
+    """A measured per-device latency table: the one given, else the one calibrated
+    for the target (``edgecompress calibrate``; see plan/latency_table.py)."""
+    from .plan.latency_table import load_for_target, resolve_table
+    if spec is not None:
+        return resolve_table(spec)
+    return load_for_target(tgt)
 
 
 class _Progress:
@@ -168,5 +295,5 @@ class _Progress:
         self.bar.set_postfix_str(what)
 
     def done(self):
-        self.bar.update(self.bar.total - self.bar.n)
+        self.bar.update(max(self.bar.total - self.bar.n, 0))
         self.bar.close()

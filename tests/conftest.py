@@ -1,9 +1,20 @@
 """Shared fixtures: a small trained DLRM and its fp32 / int8 bundles, built once."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
+
+# compile() adds every installed app format by default; only tests/test_export_*.py
+# (which pass formats=...) should pay for ExecuTorch / LiteRT exports
+os.environ.setdefault("EDGECOMPRESS_FORMATS", "numpy")
+# latency tables calibrated on this machine (edgecompress calibrate) must not change what the
+# planner picks in tests: an empty directory of tables unless a test sets its own
+if "EDGECOMPRESS_LATENCY_DIR" not in os.environ:
+    import tempfile
+    os.environ["EDGECOMPRESS_LATENCY_DIR"] = os.path.join(tempfile.mkdtemp(prefix="ec-test-latency-"), "latency")
 
 
 @pytest.fixture(scope="session")
@@ -27,13 +38,20 @@ def trained_dlrm(ctr_data):
 @pytest.fixture(scope="session")
 def bundles(tmp_path_factory, trained_dlrm, ctr_data):
     import edgecompress as ec
+    from edgecompress.passes import DEFAULT_PLAN
     _, test_ds = ctr_data
     out = tmp_path_factory.mktemp("bundles")
     fp32 = ec.compile(trained_dlrm, target="local", data=test_ds, output=out / "fp32.ecb", plan=[], progress=False)
-    int8 = ec.compile(trained_dlrm, target="local", data=test_ds, output=out / "int8.ecb", progress=False)
+    int8 = ec.compile(trained_dlrm, target="local", data=test_ds, output=out / "int8.ecb",
+                      plan=list(DEFAULT_PLAN), progress=False)
     return {"fp32": fp32, "int8": int8}
 
 
 @pytest.fixture()
 def rng():
     return np.random.default_rng(0)
+
+
+# Real OpenSSH boards (sshd in network namespaces) for the deploy tests: see tests/boards.py.
+from boards import (_isolated_signing_keys, _pinned_runtime_wheel, board, board_factory,  # noqa: E402,F401
+                    deploy_bundles, installed_board, sshd)

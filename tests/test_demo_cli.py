@@ -28,12 +28,12 @@ def demo(tmp_path_factory):
 def test_demo_prints_the_table(demo):
     out = demo["stdout"]
     assert "bundle" in out and "b=256 p50/p99 ms" in out and "peak RSS" in out
-    assert out.count("MB") >= 2 and "fp32" in out and "int8" in out
+    assert out.count("MB") >= 2 and "fp32" in out and "compressed" in out and "chosen plan" in out
 
 
 def test_demo_meets_the_compression_targets(demo):
     d = demo["json"]
-    fp32, int8 = d["bundles"]["fp32"], d["bundles"]["int8"]
+    fp32, int8 = d["bundles"]["fp32"], d["bundles"]["compressed"]
     assert d["size_ratio"] <= 0.30
     assert fp32["compile"]["metrics_after"]["auc"] > 0.65          # the model learned something
     assert d["auc_drop"] <= 0.002

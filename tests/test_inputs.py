@@ -109,7 +109,7 @@ def test_oov_rows_through_compile(trained_dlrm, ctr_data, tmp_path):
     import edgecompress as ec
     _, test_ds = ctr_data
     res = ec.compile(trained_dlrm, target="local", data=test_ds.take(np.arange(500)), output=tmp_path / "oov.ecb",
-                     oov_rows={"sparse": 0}, progress=False)
+                     oov_rows={"sparse": 0}, plan=[], progress=False)
     m = ecr.load(res.path)
     inputs, _ = m.reference()
     batch = {k: v[:4].copy() for k, v in inputs.items()}

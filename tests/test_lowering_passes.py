@@ -59,7 +59,8 @@ def test_model_outside_the_zoo_compiles(tmp_path):
     torch.manual_seed(0)
     model = CrossNet().eval()
     data = _crossnet_data()
-    res = ec.compile(model, target="local", data=data, output=tmp_path / "x.ecb", progress=False)
+    res = ec.compile(model, target="local", data=data, output=tmp_path / "x.ecb",
+                     plan=[EmbeddingRowwiseQuant(bits=8), LinearInt8Weights()], progress=False)
     m = ecr.load(res.path)
     spec = {s["name"]: s for s in m.input_spec}
     assert spec["sparse"]["vocab"] == [50, 40, 30]
@@ -108,6 +109,7 @@ def test_model_that_does_not_export(tmp_path):
 def test_data_that_does_not_match_the_model(tmp_path):
     data = _crossnet_data()
     data.inputs["extra"] = data.inputs.pop("history")
+    data.vocab["extra"] = data.vocab.pop("history")
     with pytest.raises(ec.DataError, match="no input 'history'"):
         ec.compile(CrossNet(), target="local", data=data, output=tmp_path / "x.ecb", progress=False)
     assert not (tmp_path / "x.ecb").exists()
@@ -145,7 +147,7 @@ def test_linear_int8_per_channel():
 def test_plan_round_trip_and_replay():
     plan = [EmbeddingRowwiseQuant(bits=4), LinearInt8Weights(min_params=10)]
     js = plan_to_json(plan)
-    assert js[0] == {"pass": "embedding_rowwise_quant", "version": 1, "bits": 4, "tables": None}
+    assert js[0] == {"pass": "embedding_rowwise_quant", "version": 1, "bits": 4, "tables": None, "clip_search": False}
     again = plan_from_json(js)
     assert again == plan
     torch.manual_seed(0)
@@ -184,3 +186,12 @@ def test_jagged_bags_with_offsets_run():
     ex = GraphExecutor(prog.graph, {k: v.to_runtime(k) for k, v in prog.params.items()}, prog.constants)
     want = m(torch.as_tensor(ids), torch.as_tensor(offsets)).detach().numpy()
     np.testing.assert_allclose(ex.run({"ids": ids, "offsets": offsets}), want, atol=1e-6)
+
+
+def test_docs_list_every_op():
+    from pathlib import Path
+
+    from edgecompress_runtime.ops import OPS
+    text = (Path(__file__).resolve().parent.parent / "docs" / "ops.md").read_text()
+    missing = [name for name in OPS if f"| `{name}` |" not in text]
+    assert not missing, f"docs/ops.md lacks {missing}"

@@ -11,7 +11,7 @@ from edgecompress.data.movielens import (
     recbole_wheel,
 )
 from edgecompress.data.npz import load_npz, save_npz
-from edgecompress.data.synthetic import synthetic_ctr
+from edgecompress.data.synthetic import synthetic_ctr, synthetic_retrieval
 
 __all__ = [
     "Dataset",
@@ -27,4 +27,5 @@ __all__ = [
     "recbole_wheel",
     "save_npz",
     "synthetic_ctr",
+    "synthetic_retrieval",
 ]

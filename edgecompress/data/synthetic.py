@@ -149,3 +149,35 @@ def synthetic_ctr(
             "bayes_auc": bayes_auc,
         },
     )
+
+
+def synthetic_retrieval(num_users: int = 2000, num_items: int = 5000, per_user: int = 30, latent_dim: int = 8,
+                        zipf: float = 0.8, temperature: float = 0.5, seed: int = 0):
+    """Seeded implicit-feedback data for retrieval models: users and items have
+    hidden latent vectors; each user picks ``per_user`` items with probability
+    ∝ popularity(item) * exp(user·item / temperature), popularity Zipf-like.
+    Returns RetrievalData (leave-last-out: each user's last pick is held out)."""
+    from edgecompress.data.movielens import leave_last_out
+    if num_users < 1 or num_items < 2 or per_user < 2:
+        raise DataError(f"synthetic_retrieval needs num_users >= 1, num_items >= 2, per_user >= 2; got "
+                        f"{num_users}, {num_items}, {per_user}")
+    rng = np.random.default_rng(seed)
+    u = rng.standard_normal((num_users, latent_dim)) / np.sqrt(latent_dim) ** 0.5
+    v = rng.standard_normal((num_items, latent_dim)) / np.sqrt(latent_dim) ** 0.5
+    log_pop = -zipf * np.log(rng.permutation(num_items) + 1.0)
+    users, items = [], []
+    for start in range(0, num_users, 256):
+        uu = np.arange(start, min(start + 256, num_users))
+        logits = u[uu] @ v.T / temperature + log_pop
+        logits -= logits.max(1, keepdims=True)
+        p = np.exp(logits)
+        p /= p.sum(1, keepdims=True)
+        # Gumbel top-k: per_user distinct items per user, in sampled order
+        g = np.log(p + 1e-30) + rng.gumbel(size=p.shape)
+        picks = np.argsort(-g, axis=1)[:, :per_user]
+        users.append(np.repeat(uu, per_user))
+        items.append(picks.reshape(-1))
+    user, item = np.concatenate(users), np.concatenate(items)
+    timestamp = np.tile(np.arange(per_user, dtype=np.float64), num_users)
+    return leave_last_out(user, item, timestamp, num_users, num_items, name=f"synthetic-retrieval-{num_users}x{num_items}",
+                          meta={"source": "synthetic", "seed": seed})

@@ -40,7 +40,8 @@ def program_members(program) -> tuple[dict, dict, dict]:
             members[member] = npy_bytes(arr)
             roles[role] = member
         params[name] = {"kind": p.kind, "shape": list(p.shape), "bits": p.bits, "members": roles,
-                        "role": program.roles.get(name, "other"), **({"info": p.info} if p.info else {})}
+                        "role": program.roles.get(name, "other"), **({"info": p.info} if p.info else {}),
+                        **({"act": p.act} if p.act else {})}
     for name, arr in sorted(program.constants.items()):
         member = _member_name("constants", name)
         members[member] = npy_bytes(arr)

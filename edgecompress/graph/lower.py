@@ -115,9 +115,42 @@ class Program:
     input_names: list
     example: dict = field(default_factory=dict)
     index_sources: dict = field(default_factory=dict)   # table -> (input, field or None)
+    # not stored in the bundle: what passes may need (teacher model, training
+    # data, id counts) and what they did (one record per changed parameter)
+    context: dict = field(default_factory=dict)
+    log: list = field(default_factory=list)
 
     def param_bytes(self) -> int:
         return sum(p.nbytes for p in self.params.values())
+
+    def copy(self) -> "Program":
+        """A program to apply passes to. Passes replace arrays, never write into
+        them, so arrays are shared; the graph is copied (MLP pruning edits it)."""
+        import copy as _copy
+        return Program(graph=_copy.deepcopy(self.graph), params=dict(self.params), constants=dict(self.constants),
+                       roles=dict(self.roles), input_names=list(self.input_names), example=self.example,
+                       index_sources=dict(self.index_sources), context=self.context, log=list(self.log))
+
+    def tables(self) -> list[str]:
+        return [n for n in self.params if self.roles.get(n) == "embedding"]
+
+    def id_counts(self, table: str):
+        """How often each row of ``table`` occurs in the training data (or None)."""
+        cache = self.context.setdefault("_id_counts", {})
+        if table in cache:
+            return cache[table]
+        data, src = self.context.get("train_data"), self.index_sources.get(table)
+        counts = None
+        if data is not None and src is not None and src[0] in data.inputs:
+            ids = np.asarray(data.inputs[src[0]])
+            if src[1] is not None and ids.ndim >= 2:
+                ids = ids[:, src[1]]
+            rows = self.params[table].shape[0]
+            ids = ids.reshape(-1)
+            ids = ids[(ids >= 0) & (ids < rows)]
+            counts = np.bincount(ids, minlength=rows)
+        cache[table] = counts
+        return counts
 
 
 @dataclass
@@ -127,6 +160,7 @@ class StoredParam:
     shape: tuple
     bits: int = 32
     info: dict = field(default_factory=dict)   # what the pass did (error, clip, ...)
+    act: str | None = None                     # Linear activations: None | "dynamic" | "static"
 
     @property
     def nbytes(self) -> int:
@@ -134,7 +168,11 @@ class StoredParam:
 
     def to_runtime(self, name):
         from edgecompress_runtime.params import Param
-        return Param(name, self.kind, self.arrays, self.shape, self.bits)
+        return Param(name, self.kind, self.arrays, self.shape, self.bits, act=self.act)
+
+    def replace(self, **kw) -> "StoredParam":
+        import dataclasses as _dc
+        return _dc.replace(self, **kw)
 
 
 def _where(node) -> str:

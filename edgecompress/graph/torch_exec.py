@@ -34,6 +34,7 @@ class ProgramModule(nn.Module):
         self.linears = nn.ModuleDict()
         self.others = nn.ParameterDict()
         self.remaps = {}
+        self.act_quant = {}
         self.projections = nn.ParameterDict()
         linear_bias = {}
         for n in self.graph["nodes"]:
@@ -62,6 +63,9 @@ class ProgramModule(nn.Module):
                     lin.bias.data.copy_(torch.from_numpy(
                         program.params[linear_bias[name]].to_runtime(linear_bias[name]).dense()).float())
                 self.linears[_key(name)] = lin
+                if p.act:   # int8 activations: simulated so the host reference matches the device
+                    scale = rt.arrays.get("act_scale")
+                    self.act_quant[_key(name)] = (p.act, None if scale is None else float(scale.reshape(-1)[0]))
             else:
                 self.others[_key(name)] = nn.Parameter(dense, requires_grad=trainable)
         self.constants = {k: torch.from_numpy(np.asarray(v)) for k, v in program.constants.items()}
@@ -133,7 +137,10 @@ class ProgramModule(nn.Module):
             op, raw = n["op"], n["args"]
             if op == "linear":
                 x = env[raw[0]["v"]]
-                env[n["out"]] = self.linears[_key(raw[1]["p"])](x)
+                key = _key(raw[1]["p"])
+                if key in self.act_quant:
+                    x = _fake_quant_activations(x, *self.act_quant[key])
+                env[n["out"]] = self.linears[key](x)
                 continue
             if op in ("embedding", "embedding_bag", "embedding_bag_offsets"):
                 env[n["out"]] = self._embedding(op, raw, env)
@@ -176,6 +183,16 @@ class ProgramModule(nn.Module):
             counts = torch.zeros(offsets.shape[0], dtype=rows.dtype).index_add(0, seg, torch.ones(n, dtype=rows.dtype))
             out = out / counts.clamp_min(1).unsqueeze(-1)
         return out
+
+
+def _fake_quant_activations(x, mode, scale):
+    """Symmetric int8 rounding of activations, as ops.linear does on the device."""
+    if mode == "static":
+        s = torch.tensor(scale, dtype=x.dtype)
+    else:
+        amax = x.detach().abs().amax(dim=-1, keepdim=True)
+        s = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    return torch.clamp(torch.round(x / s), -127, 127) * s
 
 
 def _dtype(name):

@@ -1,10 +1,21 @@
 """Compression passes. Each module holds one config class and the function
-that applies it; ``apply_pass`` is the one entry point."""
+that applies it; ``apply_pass`` is the one entry point, a plan is a list of configs.
+
+Canonical order in a plan (the planner emits it; replay keeps any order but
+passes refuse orders that cannot work, e.g. pruning an already quantized table):
+row pruning -> dimension reduction -> MLP neuron pruning -> distillation ->
+sparse pruning -> embedding quantization -> Linear quantization."""
 from .base import PassConfig, apply_pass, apply_plan, plan_from_json, plan_to_json
+from .distill import Distill
+from .prune_mlp import MLPNeuronPrune, find_groups
+from .prune_rows import EmbeddingRowPrune
 from .quantize_embeddings import EmbeddingRowwiseQuant
-from .quantize_linear import LinearInt8Weights
+from .quantize_linear import LinearInt8Dynamic, LinearInt8Static, LinearInt8Weights
+from .reduce_dims import EmbeddingDimReduce
+from .sparse import LinearSparsePrune
 
 DEFAULT_PLAN = (EmbeddingRowwiseQuant(bits=8), LinearInt8Weights())
 
-__all__ = ["PassConfig", "apply_pass", "apply_plan", "plan_to_json", "plan_from_json",
-           "EmbeddingRowwiseQuant", "LinearInt8Weights", "DEFAULT_PLAN"]
+__all__ = ["PassConfig", "apply_pass", "apply_plan", "plan_to_json", "plan_from_json", "DEFAULT_PLAN",
+           "EmbeddingRowwiseQuant", "EmbeddingRowPrune", "EmbeddingDimReduce", "MLPNeuronPrune", "find_groups",
+           "LinearInt8Weights", "LinearInt8Dynamic", "LinearInt8Static", "LinearSparsePrune", "Distill"]

@@ -40,7 +40,8 @@ class PassConfig:
         unknown = sorted(set(d) - fields)
         if unknown:
             raise CompileError(f"pass {name!r}: unknown settings {unknown}")
-        return config_cls(**d)
+        # JSON has lists where configs hold tuples (hashable, comparable)
+        return config_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 def register(config_cls: type):

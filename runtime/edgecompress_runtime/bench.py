@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from .model import load
-from .sysinfo import peak_rss_mb, system_facts
+from .sysinfo import emulation, peak_rss_mb, system_facts
 
 
 def _file_sha256(path) -> str:
@@ -62,11 +62,13 @@ def bench(path, batches=(1, 64, 256), warmup: int = 20, iters: int = 200, backen
         results.append(stats)
     parity = model.check_parity()
     m = model.manifest
+    prediction = _prediction(m, model.backend, results)
     return {
         "schema": "edgecompress.bench/1",
         "bundle": {"path": str(path), "sha256": _file_sha256(path), "size_bytes": model.bundle.size,
                    "format_version": m.get("format_version"), "model": m.get("model", {}),
-                   "plan": [p.get("pass") for p in m.get("plan", [])], "target": m.get("target", {}).get("name")},
+                   "plan": [p.get("pass") for p in m.get("plan", [])], "target": m.get("target", {}).get("name"),
+                   "signature": getattr(model, "signature", None)},
         "backend": model.backend,
         "load_s": load_s,
         "first_inference_s": first_s,
@@ -75,8 +77,33 @@ def bench(path, batches=(1, 64, 256), warmup: int = 20, iters: int = 200, backen
         "peak_rss_mb": peak_rss_mb(),
         "parity": parity,
         "system": system_facts(),
-        "emulated": False,
+        "emulated": emulation()["emulated"],
+        "emulation": emulation(),
+        "prediction": prediction,
     }
+
+
+def _prediction(manifest: dict, backend: str, results: list) -> dict | None:
+    """The compiler's latency estimate for this plan (manifest ``metrics.latency_estimate_s``,
+    per batch size, for the numpy backend on the bundle's target) next to what was measured;
+    adds ``predicted_ms`` / ``prediction_error`` to the latency rows it covers."""
+    metrics = manifest.get("metrics") or {}
+    est = metrics.get("latency_estimate_s") or {}
+    if not est:
+        return None
+    applies = backend == "numpy"
+    per_batch = {}
+    for r in results:
+        p = est.get(str(r["batch"]))
+        if p is None:
+            continue
+        err = (p * 1e3 - r["p50_ms"]) / r["p50_ms"] if r["p50_ms"] > 0 else None
+        per_batch[str(r["batch"])] = {"predicted_ms": p * 1e3, "measured_p50_ms": r["p50_ms"], "error": err}
+        if applies:
+            r["predicted_ms"] = p * 1e3
+            r["prediction_error"] = err
+    return {"source": metrics.get("latency_model"), "target": (manifest.get("target") or {}).get("name"),
+            "backend": "numpy", "applies": applies, "per_batch": per_batch}
 
 
 def format_table(result: dict) -> str:
@@ -86,7 +113,69 @@ def format_table(result: dict) -> str:
              f"parity max|diff| {result['parity']['max_abs_diff']:.2e} "
              f"({'ok' if result['parity']['ok'] else 'FAIL'})",
              f"{'batch':>6} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'mean ms':>9} {'cv':>6} {'rows/s':>11}"]
+    pred = any("predicted_ms" in r for r in result["latency"])
+    if pred:
+        lines[-1] += f" {'predicted ms':>13} {'error':>7}"
     for r in result["latency"]:
-        lines.append(f"{r['batch']:>6} {r['p50_ms']:>9.3f} {r['p90_ms']:>9.3f} {r['p99_ms']:>9.3f} "
-                     f"{r['mean_ms']:>9.3f} {r['cv']:>6.2f} {r['throughput_rows_per_s']:>11.0f}")
+        line = (f"{r['batch']:>6} {r['p50_ms']:>9.3f} {r['p90_ms']:>9.3f} {r['p99_ms']:>9.3f} "
+                f"{r['mean_ms']:>9.3f} {r['cv']:>6.2f} {r['throughput_rows_per_s']:>11.0f}")
+        if "predicted_ms" in r:
+            err = r.get("prediction_error")
+            line += f" {r['predicted_ms']:>13.3f} {'' if err is None else f'{err * 100:+.0f}%':>7}"
+        lines.append(line)
+    p = result.get("prediction")
+    if pred and p:
+        lines.append(f"predicted = the compiler's latency estimate for target {p.get('target')} "
+                     f"({p.get('source') or 'latency model'}); error = (predicted - p50) / p50")
+    elif p and not p.get("applies"):
+        lines.append(f"(the compiler's latency estimate covers the numpy backend only, not {result['backend']})")
+    if result.get("emulated"):
+        lines.append("EMULATED (qemu-user): these timings describe the emulator on its host, not this "
+                     "device's speed")
+    return "\n".join(lines)
+
+
+def runnable_backends(path) -> list[str]:
+    """Backends installed here that this bundle carries something for, numpy first."""
+    from . import backends
+    from .bundle import read_bundle
+    bundle = read_bundle(path)
+    have = set(backends.available())
+    return [b for b in backends.carried(bundle) if b in have]
+
+
+def bench_all(path, batches=(1, 64, 256), warmup: int = 20, iters: int = 200, min_seconds: float = 0.0) -> dict:
+    """bench() once per runnable backend, same inputs, in this process.
+    (``peak_rss_mb`` is the process's peak so far, so it only grows along the list.)"""
+    from .bundle import read_bundle
+    arts = read_bundle(path).manifest.get("artifacts") or {}
+    results = []
+    for name in runnable_backends(path):
+        r = bench(path, batches=batches, warmup=warmup, iters=iters, backend=name, min_seconds=min_seconds)
+        # bytes this backend runs: its artifact, or the whole bundle for numpy
+        r["artifact_bytes"] = int(arts[name]["size_bytes"]) if name in arts else int(r["bundle"]["size_bytes"])
+        results.append(r)
+    return {"schema": "edgecompress.bench-all/1", "bundle": results[0]["bundle"] if results else {"path": str(path)},
+            "backends": [r["backend"] for r in results], "results": results}
+
+
+def format_side_by_side(res: dict) -> str:
+    """One row per backend: size of what it runs, parity, p50/p99 per batch, ratio to the fastest p50."""
+    results = res["results"]
+    if not results:
+        return "no backend can run this bundle here"
+    batches = [r["batch"] for r in results[0]["latency"]]
+    best = {b: min(r["p50_ms"] for x in results for r in x["latency"] if r["batch"] == b) for b in batches}
+    head = f"{'backend':<11} {'artifact':>10} {'load ms':>8} {'parity':>9}"
+    for b in batches:
+        head += f" {'b=' + str(b) + ' p50/p99 ms':>20} {'x':>5}"
+    lines = [head]
+    for x in results:
+        size = x.get("artifact_bytes", x["bundle"]["size_bytes"])
+        line = (f"{x['backend']:<11} {size / 1e6:>8.2f}MB {x['load_s'] * 1e3:>8.1f} "
+                f"{x['parity']['max_abs_diff']:>8.1e}{'' if x['parity']['ok'] else '!'}")
+        for r in x["latency"]:
+            line += f" {r['p50_ms']:>9.3f} / {r['p99_ms']:>7.3f} {r['p50_ms'] / best[r['batch']]:>5.2f}"
+        lines.append(line)
+    lines.append("x = p50 / fastest p50 at that batch; artifact = bytes the backend runs (numpy: whole bundle)")
     return "\n".join(lines)

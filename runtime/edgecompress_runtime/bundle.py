@@ -4,6 +4,8 @@ Members (stored, not deflated, so sizes are exact and predictable):
 - ``manifest.json``   format version, input spec, graph, params, member hashes,
                       host metrics, reference I/O, provenance, plan
 - ``manifest.sha256`` hex sha256 of manifest.json (an edited manifest is refused)
+- ``manifest.sig``    optional: ed25519 signature over manifest.json (see signing.py);
+                      the one member allowed without a manifest entry
 - ``arrays/*.npy``    weights, read with ``allow_pickle=False``
 - ``reference/*.npy`` reference inputs and the host's outputs for parity checks
 - ``artifacts/*``     other formats (.pte, .tflite) when the bundle carries them
@@ -30,6 +32,7 @@ FORMAT = "edgecompress-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.sha256"
+SIGNATURE = "manifest.sig"
 SUFFIX = ".ecb"
 # Fixed timestamp: the same content gives the same bytes (and hashes).
 _ZIP_DATE = (2020, 1, 1, 0, 0, 0)
@@ -59,7 +62,7 @@ def bundle_bytes(manifest: dict, members: dict[str, bytes]) -> bytes:
     manifest["format"] = FORMAT
     manifest["format_version"] = FORMAT_VERSION
     manifest["members"] = {n: {"sha256": sha256(b), "size": len(b)} for n, b in sorted(members.items())}
-    mbytes = json.dumps(manifest, indent=1, sort_keys=True).encode()
+    mbytes = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
         _zip_entry(zf, MANIFEST, mbytes)
@@ -93,6 +96,8 @@ class Bundle:
     manifest: dict
     members: dict[str, bytes]
     size: int
+    manifest_bytes: bytes = b""       # exactly as stored: what a signature covers
+    signature: dict | None = None     # parsed manifest.sig, None when unsigned
 
     def array(self, member: str) -> np.ndarray:
         try:
@@ -123,6 +128,7 @@ def read_bundle(path) -> Bundle:
         raise BundleError(f"{path}: corrupt or truncated bundle ({type(e).__name__}: {e}); "
                           "copy it again from the host") from None
     mbytes = raw.pop(MANIFEST)
+    sig_raw = raw.pop(SIGNATURE, None)
     want = raw.pop(MANIFEST_HASH).decode(errors="replace").strip()
     if sha256(mbytes) != want:
         raise BundleError(f"{path}: manifest.json does not match its recorded hash "
@@ -146,4 +152,23 @@ def read_bundle(path) -> Bundle:
     extra = sorted(set(raw) - set(listed))
     if extra:
         raise BundleError(f"{path}: members not listed in the manifest: {', '.join(extra)}")
-    return Bundle(path=path, manifest=manifest, members=raw, size=size)
+    signature = None
+    if sig_raw is not None:
+        from .signing import parse_signature
+        signature = parse_signature(sig_raw, path)
+    return Bundle(path=path, manifest=manifest, members=raw, size=size, manifest_bytes=mbytes,
+                  signature=signature)
+
+
+def with_signature(data: bytes, signature: bytes) -> bytes:
+    """The bundle ``data`` with ``manifest.sig`` set to ``signature`` (JSON bytes),
+    replacing any earlier signature; every other member is copied unchanged."""
+    src = zipfile.ZipFile(io.BytesIO(data))
+    buf = io.BytesIO()
+    with src, zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        names = [n for n in src.namelist() if n != SIGNATURE]
+        for name in names:
+            _zip_entry(zf, name, src.read(name))
+            if name == MANIFEST_HASH:
+                _zip_entry(zf, SIGNATURE, signature)
+    return buf.getvalue()

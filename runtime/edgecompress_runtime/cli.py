@@ -32,6 +32,12 @@ def _info(args) -> int:
     print(f"bundle   {args.bundle} ({m.bundle.size:,} bytes, format v{man['format_version']})")
     print(f"model    {man['model'].get('class')} ({man['model'].get('task')}), backend {m.backend}")
     print(f"target   {man.get('target', {}).get('name')}")
+    sig = getattr(m, "signature", None) or {}
+    if sig.get("signed"):
+        state = "verified" if sig["verified"] else "key not trusted here"
+        print(f"signed   by key {sig['key_id']} ({state})")
+    else:
+        print("signed   no")
     print(f"plan     {', '.join(p['pass'] for p in man.get('plan', [])) or 'fp32 (no passes)'}")
     for s in man["inputs"]:
         shape = "[" + ", ".join("B" if d is None else str(d) for d in s["shape"]) + "]"
@@ -52,6 +58,15 @@ def _verify(args) -> int:
 
 def _bench(args) -> int:
     from .bench import bench, format_table
+    if args.backend == "all":
+        from .bench import bench_all, format_side_by_side
+        res = bench_all(args.bundle, batches=args.batch, warmup=args.warmup, iters=args.iters,
+                        min_seconds=args.min_seconds)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(res, f, indent=1)
+        print(format_side_by_side(res))
+        return 0 if all(r["parity"]["ok"] for r in res["results"]) else 1
     res = bench(args.bundle, batches=args.batch, warmup=args.warmup, iters=args.iters,
                 backend=args.backend, min_seconds=args.min_seconds)
     if args.json:
@@ -59,6 +74,11 @@ def _bench(args) -> int:
             json.dump(res, f, indent=1)
     print(format_table(res))
     return 0 if res["parity"]["ok"] else 1
+
+
+def _calibrate(args) -> int:
+    from .calibrate import main as calibrate_main
+    return calibrate_main(args)
 
 
 def main(argv=None) -> int:
@@ -78,9 +98,20 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=_positive, default=20, help="untimed runs per batch size (default 20)")
     p.add_argument("--iters", type=_positive, default=200, help="timed runs per batch size (default 200)")
     p.add_argument("--min-seconds", type=float, default=0.0, help="keep timing at least this long per batch")
-    p.add_argument("--backend", default="auto", help="numpy | auto (default: the target's preference)")
+    p.add_argument("--backend", default="auto",
+                   help="numpy | litert | executorch | auto (the target's preference) | all "
+                        "(every backend installed here that the bundle carries, side by side)")
     p.add_argument("--json", help="write the full result here")
     p.set_defaults(fn=_bench)
+    p = sub.add_parser("calibrate", help="micro-benchmark the ops the host's latency model uses; write a table")
+    p.add_argument("--json", help="write the latency table here (JSON, schema edgecompress.latency-table/1)")
+    p.add_argument("--batch", type=_batches, default=[1, 64, 256], help="batch sizes for Linear / bmm")
+    p.add_argument("--quick", action="store_true", help="a smaller grid, for emulated or slow boards")
+    p.add_argument("--label", help="a label stored in the table (e.g. 'emulated')")
+    p.add_argument("--backend", default="numpy", help="only numpy is calibrated")
+    p.add_argument("-v", "--verbose", action="store_true", help="print progress")
+    p.add_argument("--probe", action="store_true", help="only print whether this runs under emulation (JSON)")
+    p.set_defaults(fn=_calibrate)
     args = ap.parse_args(argv)
     try:
         return args.fn(args)

@@ -81,11 +81,22 @@ class Model:
         got = self.predict(inputs)
         diff = float(np.max(np.abs(got - want.reshape(-1)))) if want.size else 0.0
         tol = float(self.manifest["reference"].get("tolerance", 1e-2))
+        # an app artifact carries the tolerance its export was checked with
+        art = (self.manifest.get("artifacts") or {}).get(self.backend)
+        if isinstance(art, dict) and "tolerance" in (art.get("parity") or {}):
+            tol = float(art["parity"]["tolerance"])
         return {"backend": self.backend, "max_abs_diff": diff, "tolerance": tol, "ok": diff <= tol,
                 "n": int(want.size)}
 
 
 def load(path, backend: str = "auto") -> Model:
-    """Open a bundle, verify every member's hash, and prepare ``backend``
-    ("auto" picks the target's preferred installed backend)."""
-    return Model(read_bundle(path), backend=backend)
+    """Open a bundle, verify every member's hash, apply this device's signing
+    policy (see signing.py: with trusted keys installed, only bundles signed by
+    one of them load), and prepare ``backend`` ("auto" picks the target's
+    preferred installed backend)."""
+    from .signing import check
+    bundle = read_bundle(path)
+    signature = check(bundle)
+    model = Model(bundle, backend=backend)
+    model.signature = signature
+    return model

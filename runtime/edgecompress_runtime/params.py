@@ -6,12 +6,18 @@ Storage kinds (manifest ``params[name]["kind"]``; member arrays in brackets):
                   row r = codes * scale[r] + bias[r]; bits 8, 4 or 2, low bits first
                   (the FBGEMM / PyTorch fused-rowwise layout, split into arrays)
 - ``channel_int8`` [codes: int8 [O, I], scale: float32 [O]]  w = codes * scale[o]
+- ``csr``         [data: float32 [nnz], indices: int16/int32 [nnz], indptr: int32 [O+1]]
+                  a sparse Linear weight, densified once at load
 
 Optional arrays on tables, applied on gather in this order:
 - ``remap`` int32 [R]: logical row -> stored row (row pruning: rare rows share
   one fallback row, so the stored table has K + 1 <= R rows)
 - ``proj``  float32 [d, D]: stored rows have d < D columns and are projected
   back to the width the graph expects (per-table dimension reduction)
+- ``act_scale`` float32 [1] on ``channel_int8`` Linear weights with ``act:
+  "static"``: the calibrated activation scale (``act: "dynamic"`` computes a
+  scale per row at run time). Activations are rounded to int8 and multiplied
+  in fp32, which is exact for int8 x int8 sums below 2**24.
 
 Gathers use ``np.take`` on flattened ids (measured 3x faster than fancy
 indexing). Quantized tables stay quantized in memory and only gathered rows are
@@ -33,8 +39,9 @@ KINDS = {
     "fp32": ("data",),
     "rowwise": ("codes", "scale", "bias"),
     "channel_int8": ("codes", "scale"),
+    "csr": ("data", "indices", "indptr"),
 }
-OPTIONAL = ("remap", "proj")
+OPTIONAL = ("remap", "proj", "act_scale")
 DEQUANT_AT_LOAD_BYTES = int(float(os.environ.get("EDGECOMPRESS_RUNTIME_DEQUANT_AT_LOAD_MB", "1")) * 2**20)
 
 
@@ -47,6 +54,18 @@ def unpack_bits(packed: np.ndarray, bits: int, dim: int) -> np.ndarray:
     shifts = np.arange(per, dtype=np.uint8) * bits
     out = (packed[..., :, None] >> shifts) & mask
     return out.reshape(packed.shape[:-1] + (-1,))[..., :dim]
+
+
+_CODE_TABLES: dict = {}
+
+
+def _code_table(bits: int) -> np.ndarray:
+    """float32 [256, 8 // bits]: the codes packed in each byte value, low bits first."""
+    if bits not in _CODE_TABLES:
+        v = np.arange(256)
+        mask = (1 << bits) - 1
+        _CODE_TABLES[bits] = np.stack([(v >> (k * bits)) & mask for k in range(8 // bits)], axis=1).astype(np.float32)
+    return _CODE_TABLES[bits]
 
 
 def pack_bits(codes: np.ndarray, bits: int) -> np.ndarray:
@@ -66,7 +85,8 @@ def pack_bits(codes: np.ndarray, bits: int) -> np.ndarray:
 class Param:
     """One named weight. ``arrays`` maps the kind's member roles to arrays."""
 
-    def __init__(self, name: str, kind: str, arrays: dict[str, np.ndarray], shape, bits: int = 32):
+    def __init__(self, name: str, kind: str, arrays: dict[str, np.ndarray], shape, bits: int = 32,
+                 act: str | None = None):
         if kind not in KINDS:
             raise BundleError(f"parameter {name!r} has unknown storage kind {kind!r}; "
                               "upgrade edgecompress-runtime")
@@ -76,6 +96,7 @@ class Param:
         self.name, self.kind, self.arrays = name, kind, arrays
         self.shape = tuple(int(s) for s in shape)
         self.bits = int(bits)
+        self.act = act          # Linear only: None, "dynamic" or "static" int8 activations
         self.remap = arrays.get("remap")
         self.proj = arrays.get("proj")
         self._dense = None
@@ -103,6 +124,12 @@ class Param:
             return self.arrays["data"]
         if self.kind == "rowwise":
             return self._dequant_rows(self.arrays["codes"], self._scale, self._bias)
+        if self.kind == "csr":
+            a = self.arrays
+            out = np.zeros(self.shape, dtype=np.float32)
+            rows = np.repeat(np.arange(self.shape[0]), np.diff(a["indptr"]))
+            out[rows, a["indices"].astype(np.int64)] = a["data"]
+            return out
         return self.arrays["codes"].astype(np.float32) * self.arrays["scale"][:, None]
 
     def dense(self) -> np.ndarray:
@@ -122,10 +149,23 @@ class Param:
             self._wt = np.ascontiguousarray(self.dense().T)
         return self._wt
 
+    def int8_matmul_ready(self) -> np.ndarray:
+        """int8 codes as float32 [in, out] (integer-valued): activations x codes
+        in fp32 BLAS gives the int32 accumulation exactly."""
+        if getattr(self, "_qt", None) is None:
+            self._qt = np.ascontiguousarray(self.arrays["codes"].T.astype(np.float32))
+        return self._qt
+
     def _dequant_rows(self, codes, scale, bias):
         dim = self.proj.shape[0] if self.proj is not None else self.shape[-1]
-        codes = unpack_bits(codes, self.bits, dim)
-        out = codes.astype(np.float32)
+        if self.bits == 8:
+            out = codes.astype(np.float32)
+        else:
+            # one table lookup per packed byte gives its codes as float32, low bits first:
+            # 5x faster than unpack_bits' broadcast shifts + astype (same values)
+            out = np.take(_code_table(self.bits), codes, axis=0).reshape(codes.shape[:-1] + (-1,))
+            if out.shape[-1] != dim:
+                out = out[..., :dim]
         out *= scale[..., None]
         out += bias[..., None]
         return out

@@ -15,7 +15,7 @@ def load_params(bundle: Bundle) -> dict[str, Param]:
         kind = meta.get("kind")
         roles = KINDS.get(kind, ()) + OPTIONAL
         arrays = {r: bundle.array(meta["members"][r]) for r in roles if r in meta.get("members", {})}
-        params[name] = Param(name, kind, arrays, meta.get("shape", ()), meta.get("bits", 32))
+        params[name] = Param(name, kind, arrays, meta.get("shape", ()), meta.get("bits", 32), act=meta.get("act"))
     return params
 
 
@@ -55,10 +55,14 @@ class GraphExecutor:
             return lambda env: [r(env) for r in parts]
         return lambda env: a
 
-    def run(self, feeds: dict[str, np.ndarray]):
+    def run(self, feeds: dict[str, np.ndarray], keep=None):
+        """Outputs for ``feeds``; with ``keep`` (value names) the whole
+        environment is returned instead, for calibration on the host."""
         env = dict(feeds)
         for fn, resolvers, out in self._steps:
             env[out] = fn(*[r(env) for r in resolvers])
+        if keep is not None:
+            return env
         outs = [env[o] for o in self.outputs]
         return outs[0] if len(outs) == 1 else tuple(outs)
 

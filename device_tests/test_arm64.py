@@ -1,0 +1,115 @@
+"""The device suite's aarch64 leg: an emulated Debian bookworm arm64 board
+(device_tests/boards/arm64.sh: qemu-user + binfmt, sshd in its own network
+namespace) reached over SSH by the deployer, which installs the runtime there
+from a pushed aarch64 wheelhouse (numpy, ai-edge-litert). Then: bench with
+on-device parity for the numpy and LiteRT backends, and a quick calibration.
+
+Few tests on purpose: emulation is slow (numpy import ~0.7 s, matmuls up to
+600x slower). Every timing printed here is labelled EMULATED: it describes
+qemu on this host, not an aarch64 device.
+
+Skipped (with the reason) when this machine cannot run the board: not root,
+no binfmt_misc / qemu-aarch64 handler, no network namespaces. ``make test``
+builds the cached userland first (``make arm64-board``); without that cache the
+first run builds it here (~5-9 min).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "boards"))
+
+import arm64_board  # noqa: E402
+
+EMULATED = "EMULATED (qemu-user on this host, not device speed)"
+
+
+def _say(capsys, text: str) -> None:
+    with capsys.disabled():
+        print(f"\n[arm64 board] {text}")
+
+
+@pytest.fixture(scope="module")
+def arm64():
+    ok, why = arm64_board.available()
+    if not ok:
+        pytest.skip(f"emulated arm64 board unavailable: {why}")
+    board = arm64_board.start()          # builds the cached userland first when missing
+    yield board
+    board.stop()
+
+
+@pytest.fixture(scope="module")
+def arm64_ssh(arm64):
+    from edgecompress.deploy.board import SSHBoard
+    dev = arm64.device(packages=("ai-edge-litert",), workdir=".edgecompress-device-tests")
+    with SSHBoard(dev, arm64.settings(), sign=False, install_timeout=1800, progress=lambda m: None) as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def litert_bundle(tmp_path_factory):
+    """A small int8 DLRM bundle that also carries a LiteRT (.tflite) artifact."""
+    pytest.importorskip("litert_torch", reason="the LiteRT exporter (pip install 'edgecompress[export]') is missing")
+    import torch
+
+    import edgecompress as ec
+    from edgecompress.data import synthetic_ctr
+    from edgecompress.models.zoo import model_for_data
+    from edgecompress.passes import DEFAULT_PLAN
+    from edgecompress.train import train
+    data = synthetic_ctr(n=4000, vocab_sizes=(2000, 500, 100), dense_dim=4, seed=11)
+    tr, te = data.split((0.8, 0.2), seed=0)
+    torch.manual_seed(0)
+    model = model_for_data("dlrm", tr, embedding_dim=8, bottom_mlp=(16,), top_mlp=(16,))
+    train(model, tr, epochs=1, batch_size=512, lr=3e-3, progress=False)
+    out = tmp_path_factory.mktemp("arm64-bundle") / "dlrm-int8.ecb"
+    res = ec.compile(model, target=arm64_board.TARGET, data=te, output=out, plan=list(DEFAULT_PLAN),
+                     formats=["litert"], progress=False, latency_table=False)
+    return Path(res.path)
+
+
+def test_arm64_install_runtime_from_pushed_wheelhouse(arm64_ssh, capsys):
+    rep = arm64_ssh.install_runtime(progress=lambda m: None)
+    uname = arm64_ssh.conn.run(["uname", "-m"], timeout=60).stdout.strip()
+    _say(capsys, f"uname -m on the board: {uname}; Python {rep['python']}; runtime {rep['version']} "
+                 f"({'installed' if rep['installed'] else 'already installed'} in {rep['seconds']:.1f} s); "
+                 f"wheels: {', '.join(rep['wheels'])}")
+    assert uname == "aarch64" and rep["machine"] == "aarch64"
+    assert rep["python"].startswith("3.11")
+    assert any(w.startswith("numpy-") and "aarch64" in w for w in rep["wheels"])
+    assert any(w.startswith("ai_edge_litert-") and "aarch64" in w for w in rep["wheels"])
+    facts = arm64_ssh.facts(refresh=True)
+    assert facts["machine"] == "aarch64"
+    assert "numpy" in facts["packages"] and "ai-edge-litert" in facts["packages"]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "litert"])
+def test_arm64_bench_with_on_device_parity(arm64_ssh, litert_bundle, backend, capsys):
+    res = arm64_ssh.bench(litert_bundle, batches=(1, 16), warmup=2, iters=10, backend=backend)
+    assert res["backend"] == backend
+    assert res["parity"]["ok"], res["parity"]
+    assert res["board"]["machine"] == "aarch64"
+    assert res["emulated"] is True, "the board must report that it runs under emulation"
+    _say(capsys, f"uname -m {res['board']['machine']}: {backend} parity max|diff| "
+                 f"{res['parity']['max_abs_diff']:.2e} (tolerance {res['parity']['tolerance']}); "
+                 + ", ".join(f"b={r['batch']} p50 {r['p50_ms']:.2f} ms" for r in res["latency"])
+                 + f" -- {EMULATED}")
+
+
+def test_arm64_quick_calibration_is_labelled_emulated(arm64_ssh, capsys, tmp_path, monkeypatch):
+    from edgecompress.calibrate import calibrate
+    from edgecompress.plan.latency_table import LatencyTable
+    monkeypatch.setenv("EDGECOMPRESS_LATENCY_DIR", str(tmp_path))
+    out = calibrate(board=arm64_ssh, batches=[1, 16], progress=lambda m: None)
+    table = out["table"]
+    assert table["board"]["machine"] == "aarch64" and table["quick"]
+    assert table["board"]["emulated"] and table["label"] == "emulated"
+    assert (tmp_path / f"{arm64_ssh.name}.json").is_file()
+    t = LatencyTable(table)
+    assert t.emulated and "EMULATED" in t.describe()
+    _say(capsys, f"quick calibration on aarch64 in {table['seconds']:.1f} s ({EMULATED}): "
+                 f"dispatch {t.dispatch_s * 1e6:.1f} us/node")

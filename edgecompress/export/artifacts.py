@@ -1,0 +1,174 @@
+"""Artifacts for app runtimes (ExecuTorch .pte, LiteRT .tflite) in the bundle.
+
+    artifacts, warnings = build_artifacts(program, plan, target=tgt,
+                                          reference_inputs=ref_in, reference_outputs=ref_out)
+
+Each artifact is exported from the compressed Program (following the plan as
+closely as its format allows; ``meta["approximations"]`` lists what it could
+not express), then loaded by the same runtime backend a device uses
+(edgecompress_runtime.backends) and run on the bundle's reference inputs: its
+max abs diff against the host's outputs is recorded in ``meta["parity"]``.
+
+Policy (why: a bundle that silently lacks a format the user asked for is worse
+than a failed compile, while the default "every installed format" should not
+fail because one optional toolchain misbehaves):
+- toolchain not installed -> a warning naming the extra to install; the other
+  formats are still produced (whether or not the format was asked for);
+- export error or parity over tolerance -> ``CompileError`` when the format was
+  asked for explicitly (``formats=[...]``), else that format is dropped with a
+  warning that carries the error or the measured diff.
+
+Tolerance: the bundle's own (1e-5 fp32, 1e-2 quantized; a Program that is
+fp32 gets the fp32 one), scaled by max(1, max|reference output|) because
+XNNPACK and TFLite sum in other orders than torch; an artifact whose recipe
+quantizes activations where the plan does not (ExecuTorch, for weight-only
+int8 Linear) gets the quantized tolerance.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgecompress_runtime.backends._common import installed
+
+from ..errors import CompileError
+
+FORMATS = ("executorch", "litert")
+MEMBERS = {"executorch": "artifacts/model.pte", "litert": "artifacts/model.tflite"}
+EXTRA = "pip install 'edgecompress[export]'"
+# import names each exporter needs
+_REQUIRES = {"executorch": ("executorch", "torchao"),
+             "litert": ("litert_torch", "ai_edge_litert", "ai_edge_quantizer")}
+TOLERANCE = {"fp32": 1e-5, "quantized": 1e-2}
+# default formats when compile() is given none (not "explicit": failures only warn);
+# the test suite sets it to "numpy" so only the export tests pay for exports
+FORMATS_ENV = "EDGECOMPRESS_FORMATS"
+
+
+@dataclass
+class Artifact:
+    format: str            # "executorch" | "litert"
+    member: str            # path inside the bundle
+    data: bytes
+    meta: dict = field(default_factory=dict)
+
+
+def available_formats() -> dict[str, str | None]:
+    """{format: None if its toolchain is installed, else what to install}."""
+    out: dict[str, str | None] = {"numpy": None}
+    for fmt, modules in _REQUIRES.items():
+        missing = [m for m in modules if not installed(m)]
+        out[fmt] = None if not missing else f"{EXTRA} ({', '.join(missing)} missing)"
+    return out
+
+
+def _tolerance(program, reference_outputs, meta) -> float:
+    quantized = any(p.kind != "fp32" for p in program.params.values())
+    inexact = any(not s.get("exact", True) for s in meta.get("recipe", []))
+    base = TOLERANCE["quantized" if quantized or inexact else "fp32"]
+    scale = float(np.max(np.abs(reference_outputs))) if np.size(reference_outputs) else 1.0
+    return base * max(1.0, scale)
+
+
+def _backend(fmt: str, data: bytes, meta: dict):
+    if fmt == "litert":
+        from edgecompress_runtime.backends.litert import LiteRTBackend
+        return LiteRTBackend(data=data, meta=meta)
+    from edgecompress_runtime.backends.executorch import ExecuTorchBackend
+    return ExecuTorchBackend(data=data, meta=meta)
+
+
+def _feeds(program, inputs: dict) -> dict:
+    out = {}
+    for name in program.graph["inputs"]:
+        a = np.asarray(inputs[name])
+        out[name] = np.ascontiguousarray(a.astype(np.int64 if a.dtype.kind in "iu" else np.float32, copy=False))
+    return out
+
+
+def _export(fmt, program, plan, target, reference_inputs):
+    sizes = sorted({int(b) for b in (getattr(target, "batch_sizes", None) or (1, 64, 256))})
+    if fmt == "executorch":
+        from .executorch import export_executorch
+        return export_executorch(program, plan, example=reference_inputs, max_batch=max(256, sizes[-1]))
+    from .litert import export_litert
+    return export_litert(program, plan, example=reference_inputs, batch_sizes=sizes)
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+
+
+def build_artifacts(program, plan, *, target, reference_inputs: dict, reference_outputs: np.ndarray,
+                    formats=None, evaluate=None, progress: bool = True) -> tuple[list[Artifact], list[str]]:
+    """Export, load, run and check every requested format (see module doc).
+
+    ``formats``: None = every format whose toolchain is installed (or the
+    list in $EDGECOMPRESS_FORMATS); else an
+    iterable of names ("numpy" is accepted and ignored: the caller writes the
+    numpy form). ``evaluate(predict_fn) -> dict`` adds the artifact's metrics.
+    Returns (artifacts, warnings)."""
+    explicit = formats is not None
+    if formats is None and os.environ.get(FORMATS_ENV):
+        formats = [f.strip() for f in os.environ[FORMATS_ENV].split(",") if f.strip()]
+    wanted = list(FORMATS) if formats is None else [f for f in dict.fromkeys(formats) if f != "numpy"]
+    unknown = [f for f in wanted if f not in FORMATS]
+    if unknown:
+        raise CompileError(f"unknown format {unknown[0]!r}; known formats: numpy, {', '.join(FORMATS)}")
+    have = available_formats()
+    artifacts, warnings = [], []
+    want_out = np.asarray(reference_outputs, dtype=np.float32).reshape(-1)
+    feeds = _feeds(program, reference_inputs)
+
+    from tqdm.auto import tqdm
+    bar = tqdm(wanted, desc="artifacts", leave=False, disable=None if progress else True)
+    for fmt in bar:
+        if have[fmt] is not None:
+            warnings.append(f"{fmt} artifact not produced: its toolchain is not installed; {have[fmt]}")
+            continue
+        bar.set_postfix_str(f"exporting {fmt}")
+
+        def fail(msg):
+            if explicit:
+                raise CompileError(msg)
+            warnings.append(msg + f"; the bundle is written without a {fmt} artifact")
+
+        try:
+            data, meta = _export(fmt, program, plan, target, reference_inputs)
+        except Exception as e:  # noqa: BLE001 - toolchains raise anything; report the first line
+            fail(f"{fmt} export failed ({_first_line(e)})")
+            continue
+        bar.set_postfix_str(f"checking {fmt}")
+        try:
+            backend = _backend(fmt, data, meta)
+            t0 = time.perf_counter()
+            got = np.asarray(backend.run(feeds), dtype=np.float32).reshape(-1)
+            meta["reference_run_s"] = round(time.perf_counter() - t0, 4)
+        except Exception as e:  # noqa: BLE001
+            fail(f"the exported {fmt} artifact does not run in its runtime ({_first_line(e)})")
+            continue
+        tol = _tolerance(program, want_out, meta)
+        diff = float(np.max(np.abs(got - want_out))) if got.shape == want_out.shape and got.size else (
+            0.0 if got.shape == want_out.shape else float("inf"))
+        meta["parity"] = {"max_abs_diff": diff, "tolerance": tol, "ok": diff <= tol, "n": int(want_out.size)}
+        if not diff <= tol:
+            fail(f"{fmt} artifact differs from the host model by {diff:.3g} on the reference inputs "
+                 f"(tolerance {tol:.3g}; recipe: {meta.get('precision')})")
+            continue
+        if evaluate is not None:
+            bar.set_postfix_str(f"measuring {fmt}")
+
+            def predict(inputs, _b=backend):
+                return np.asarray(_b.run(_feeds(program, inputs)), dtype=np.float32).reshape(-1)
+            try:
+                meta["metrics"] = evaluate(predict)
+            except Exception as e:  # noqa: BLE001 - parity passed; a metric failure is reported, not fatal
+                meta["metrics_error"] = _first_line(e)
+                warnings.append(f"{fmt} artifact: metrics could not be measured ({_first_line(e)})")
+        artifacts.append(Artifact(fmt, MEMBERS[fmt], data, meta))
+    bar.close()
+    return artifacts, warnings

@@ -1,0 +1,103 @@
+"""Knowledge distillation after structural passes: the compressed program
+(run by torch as a ProgramModule) learns from the uncompressed model.
+
+loss = alpha * BCE(student, label) + (1 - alpha) * T^2 * BCE(sigmoid(student/T), sigmoid(teacher/T))
+
+Bounded by ``time_budget_s`` and ``epochs``, whichever ends first. Run it after
+pruning / dimension reduction and before quantization (it trains fp32 weights;
+pruned rows keep their remap, reduced tables keep training through their
+projection)."""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from ..errors import CompileError
+from .base import PassConfig, register
+
+
+@dataclasses.dataclass(frozen=True)
+class Distill(PassConfig):
+    NAME = "distill"
+    VERSION = 1
+    epochs: float = 1.0
+    time_budget_s: float = 30.0
+    temperature: float = 2.0
+    alpha: float = 0.5
+    lr: float = 1e-3
+    batch_size: int = 1024
+    negatives: int = 1       # retrieval data (positives only): random items per positive
+    seed: int = 0
+
+
+def _batches(data, config, rng):
+    """Yield (inputs dict, labels) from training data; retrieval positives get
+    random-item negatives."""
+    n = len(data)
+    order = rng.permutation(n)
+    retrieval = data.task == "retrieval"
+    num_items = int(data.meta.get("num_items", 0)) if retrieval else 0
+    step = config.batch_size
+    for start in range(0, n, step):
+        idx = order[start:start + step]
+        inputs = {k: np.asarray(v[idx]) for k, v in data.inputs.items()}
+        label = np.asarray(data.label[idx], dtype=np.float32)
+        if retrieval and num_items and config.negatives:
+            reps = config.negatives
+            neg = {k: np.repeat(v, reps, axis=0) for k, v in inputs.items()}
+            neg["item_id"] = rng.integers(0, num_items, size=len(idx) * reps)
+            inputs = {k: np.concatenate([inputs[k], neg[k]]) for k in inputs}
+            label = np.concatenate([label, np.zeros(len(idx) * reps, np.float32)])
+        yield inputs, label
+
+
+@register(Distill)
+def distill_(program, config: Distill, filter_fn):
+    import torch
+    import torch.nn.functional as F
+
+    from ..graph.torch_exec import ProgramModule
+    teacher = program.context.get("teacher")
+    data = program.context.get("train_data")
+    if teacher is None or data is None:
+        raise CompileError("distill needs the source model and training data (compile(..., train_data=...))")
+    bad = [n for n, p in program.params.items() if p.kind != "fp32"]
+    if bad:
+        raise CompileError(f"distill trains fp32 weights; {bad[0]!r} is already {program.params[bad[0]].kind}: "
+                           "put distill before quantization and sparse pruning in the plan")
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    student = ProgramModule(program, trainable=True).train()
+    teacher = teacher.eval()
+    opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=config.lr)
+    names = program.input_names
+    t0, steps, seen, losses = time.perf_counter(), 0, 0, []
+    total = config.epochs * len(data)
+    done = False
+    while not done:
+        for inputs, label in _batches(data, config, rng):
+            xs = [torch.as_tensor(inputs[k]) for k in names]
+            with torch.no_grad():
+                soft = torch.sigmoid(teacher(**dict(zip(names, xs))).reshape(-1) / config.temperature)
+            out = student(*xs).reshape(-1)
+            y = torch.as_tensor(label)
+            loss = config.alpha * F.binary_cross_entropy_with_logits(out, y) + \
+                (1 - config.alpha) * config.temperature ** 2 * \
+                F.binary_cross_entropy_with_logits(out / config.temperature, soft)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            steps += 1
+            seen += len(label)
+            losses.append(loss.item())
+            if seen >= total or time.perf_counter() - t0 > config.time_budget_s:
+                done = True
+                break
+    student.eval()
+    student.state_to_program(program)
+    program.log.append({"pass": config.NAME, "steps": steps, "rows_seen": seen,
+                        "seconds": round(time.perf_counter() - t0, 2),
+                        "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None})
+    return program

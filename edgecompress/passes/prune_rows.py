@@ -1,0 +1,61 @@
+"""Embedding row pruning by frequency: the rows used least in the training data
+share one fallback row. A remap array (logical row -> stored row) keeps ids
+valid, so apps send the same ids as before. The fallback row is the
+frequency-weighted mean of the rows it replaces."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..errors import CompileError
+from .base import PassConfig, register
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddingRowPrune(PassConfig):
+    NAME = "embedding_row_prune"
+    VERSION = 1
+    keep_ratio: float = 0.5
+    tables: tuple | None = None
+
+
+def remap_dtype(stored_rows: int):
+    return np.int16 if stored_rows <= np.iinfo(np.int16).max else np.int32
+
+
+@register(EmbeddingRowPrune)
+def prune_rows_(program, config: EmbeddingRowPrune, filter_fn):
+    if not 0 < config.keep_ratio <= 1:
+        raise CompileError(f"embedding_row_prune: keep_ratio must be in (0, 1], got {config.keep_ratio}")
+    for name in program.tables():
+        p = program.params[name]
+        if config.tables is not None and name not in config.tables or not filter_fn(name, "embedding"):
+            continue
+        if p.kind != "fp32" or "remap" in p.arrays:
+            raise CompileError(f"embedding_row_prune on {name!r}: prune rows before quantizing, and only once")
+        counts = program.id_counts(name)
+        if counts is None:
+            program.log.append({"pass": config.NAME, "param": name, "skipped": "no training data traces to it"})
+            continue
+        w = p.arrays["data"]
+        rows = w.shape[0]
+        keep = max(1, int(round(rows * config.keep_ratio)))
+        if keep >= rows:
+            continue
+        # most frequent first; ties broken by row id so the result is reproducible
+        order = np.lexsort((np.arange(rows), -counts))
+        kept = np.sort(order[:keep])
+        dropped = order[keep:]
+        remap = np.full(rows, keep, dtype=remap_dtype(keep + 1))
+        remap[kept] = np.arange(keep, dtype=remap.dtype)
+        weights = counts[dropped].astype(np.float64) + 1e-3
+        fallback = (w[dropped] * weights[:, None]).sum(0) / weights.sum()
+        stored = np.concatenate([w[kept], fallback[None, :].astype(np.float32)])
+        covered = float(counts[kept].sum() / max(counts.sum(), 1))
+        program.params[name] = p.replace(arrays={**p.arrays, "data": stored, "remap": remap},
+                                         info={**p.info, "keep_ratio": config.keep_ratio, "kept_rows": keep,
+                                               "traffic_covered": covered})
+        program.log.append({"pass": config.NAME, "param": name, "kept_rows": keep, "rows": rows,
+                            "traffic_covered": covered, "bytes": [p.nbytes, program.params[name].nbytes]})
+    return program

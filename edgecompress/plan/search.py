@@ -1,0 +1,422 @@
+"""The planner: the most accurate plan that fits a device's memory and latency budgets.
+
+1. Measure sensitivity: each table alone at 4 / 2 bits, keep 50 / 25 / 10 % of
+   rows, half / quarter dims; each MLP group alone at 50 / 25 % width; all on
+   top of the int8 baseline, on held-out data through the numpy runtime.
+2. Shrink progressively from int8 (NetAdapt-style): each step takes the move
+   with the least estimated metric loss per byte / second saved toward the
+   budgets, then measures the real plan. Table bit allocation follows
+   sensitivity: robust tables go to 4 / 2 bits first.
+3. Keep the Pareto front (size, latency, metric); for the best structural plan
+   try distillation. Pick the most accurate plan inside both budgets, preferring
+   the smallest among those within ``tolerance`` of the best.
+4. Nothing fits: BudgetError naming the smallest and the fastest plans found and
+   the budgets they would need.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import CompileError
+from ..metrics import higher_is_better
+from ..passes import (Distill, EmbeddingDimReduce, EmbeddingRowPrune, EmbeddingRowwiseQuant, LinearInt8Weights,
+                      MLPNeuronPrune, apply_plan, find_groups)
+from ..passes.prune_rows import remap_dtype
+
+BITS = (32, 8, 4, 2)
+KEEPS = (1.0, 0.5, 0.25, 0.1, 0.05)
+LAYER_KEEPS = (1.0, 0.5, 0.25, 0.125)
+
+
+class BudgetError(CompileError):
+    """No plan found fits the budgets."""
+
+    exit_code = 3
+
+
+@dataclass(frozen=True)
+class TableState:
+    bits: int = 8            # 32 = fp32
+    keep: float = 1.0
+    dim: int | None = None   # None = full width
+
+
+@dataclass
+class PlanState:
+    tables: dict
+    layers: dict = field(default_factory=dict)      # producer weight -> keep ratio
+    linear: str = "int8"                            # "fp32" | "int8"
+    distill: bool = False
+
+    def key(self):
+        return (tuple(sorted(self.tables.items())), tuple(sorted(self.layers.items())), self.linear, self.distill)
+
+    def with_table(self, name, **kw):
+        t = dict(self.tables)
+        t[name] = dataclasses.replace(t[name], **kw)
+        return PlanState(t, dict(self.layers), self.linear, self.distill)
+
+    def with_layer(self, name, keep):
+        layers = dict(self.layers)
+        layers[name] = keep
+        return PlanState(dict(self.tables), layers, self.linear, self.distill)
+
+    def plan(self, distill_config=None) -> list:
+        """Pass configs in canonical order; tables with equal settings share a config."""
+        def grouped(attr, default):
+            out = {}
+            for name, st in sorted(self.tables.items()):
+                v = getattr(st, attr)
+                if v != default:
+                    out.setdefault(v, []).append(name)
+            return out
+        plan = []
+        for keep, names in sorted(grouped("keep", 1.0).items(), reverse=True):
+            plan.append(EmbeddingRowPrune(keep_ratio=keep, tables=tuple(names)))
+        for dim, names in sorted(grouped("dim", None).items(), reverse=True):
+            plan.append(EmbeddingDimReduce(dim=dim, tables=tuple(names)))
+        by_keep = {}
+        for layer, keep in sorted(self.layers.items()):
+            if keep < 1:
+                by_keep.setdefault(keep, []).append(layer)
+        for keep, layers in sorted(by_keep.items(), reverse=True):
+            plan.append(MLPNeuronPrune(keep_ratio=keep, layers=tuple(layers)))
+        if self.distill:
+            plan.append(distill_config or Distill())
+        for bits, names in sorted(grouped("bits", 32).items(), reverse=True):
+            plan.append(EmbeddingRowwiseQuant(bits=bits, tables=tuple(names)))
+        if self.linear == "int8":
+            plan.append(LinearInt8Weights())
+        return plan
+
+    def describe(self) -> str:
+        bits = sorted({s.bits for s in self.tables.values()})
+        parts = ["fp32" if bits == [32] else "tables " + "/".join(f"int{b}" if b < 32 else "fp32" for b in bits)]
+        pruned = [s.keep for s in self.tables.values() if s.keep < 1]
+        if pruned:
+            parts.append(f"{len(pruned)} tables row-pruned (min keep {min(pruned):g})")
+        dims = [s.dim for s in self.tables.values() if s.dim]
+        if dims:
+            parts.append(f"{len(dims)} tables dim-reduced (min {min(dims)})")
+        if any(k < 1 for k in self.layers.values()):
+            parts.append(f"MLP pruned (min keep {min(self.layers.values()):g})")
+        parts.append(f"Linear {self.linear}")
+        if self.distill:
+            parts.append("distilled")
+        return ", ".join(parts)
+
+
+@dataclass
+class Candidate:
+    state: PlanState
+    plan: list
+    metric: float
+    metrics: dict
+    size_bytes: int
+    latency_s: float
+    program: object = None
+    label: str = ""
+
+    def summary(self) -> dict:
+        return {"label": self.label, "describe": self.state.describe(), "metric": self.metric,
+                "metrics": self.metrics, "size_bytes": self.size_bytes, "latency_s": self.latency_s,
+                "plan": [c.to_dict() for c in self.plan],
+                "tables": {t: dataclasses.asdict(s) for t, s in self.state.tables.items()},
+                "layers": dict(self.state.layers)}
+
+
+@dataclass
+class SearchResult:
+    chosen: Candidate
+    candidates: list
+    front: list
+    sensitivity: dict
+    budgets: dict
+    metric_name: str
+    seconds: float
+    feasible: list
+
+
+class Planner:
+    """Holds what every evaluation needs. ``evaluate_fn(predict_fn) -> metrics``
+    is the held-out evaluation (a subset during search); ``size_fn(program, plan)``
+    gives exact bundle bytes; ``latency`` is a LatencyModel."""
+
+    def __init__(self, program, *, metric: str, evaluate_fn, size_fn, latency, latency_batch: int,
+                 memory_budget: int | None, latency_budget: float | None, tolerance: float = 5e-4,
+                 max_steps: int = 40, extra_steps: int = 3, distill: Distill | None = None, progress=True,
+                 log=None):
+        self.base = program
+        self.metric = metric
+        self.higher = higher_is_better(metric)
+        self.evaluate_fn, self.size_fn, self.latency = evaluate_fn, size_fn, latency
+        self.batch = latency_batch
+        self.mem, self.lat = memory_budget, latency_budget
+        self.tolerance, self.max_steps, self.extra_steps = tolerance, max_steps, extra_steps
+        self.distill_config = distill or Distill()
+        self.progress = progress
+        self.log = log or (lambda msg: None)
+        self.cache: dict = {}
+        self.table_cache: dict = {}
+        self.tables = program.tables()
+        self.groups = find_groups(program)
+        from edgecompress_runtime.backends.numpy_graph import GraphExecutor
+        self._executor = GraphExecutor
+
+    # --- evaluation ----------------------------------------------------------
+    def _loss(self, a: float, b: float) -> float:
+        """How much worse b is than a (positive = worse)."""
+        return (a - b) if self.higher else (b - a)
+
+    def _table_param(self, name, st: TableState):
+        key = (name, st)
+        if key not in self.table_cache:
+            prog = self.base.copy()
+            plan = []
+            if st.keep < 1:
+                plan.append(EmbeddingRowPrune(keep_ratio=st.keep, tables=(name,)))
+            if st.dim:
+                plan.append(EmbeddingDimReduce(dim=st.dim, tables=(name,)))
+            if st.bits < 32:
+                plan.append(EmbeddingRowwiseQuant(bits=st.bits, tables=(name,)))
+            apply_plan(prog, plan)
+            self.table_cache[key] = prog.params[name]
+        return self.table_cache[key]
+
+    def build(self, state: PlanState):
+        """The compressed program for a state (tables from the per-table cache)."""
+        if state.distill:
+            prog = self.base.copy()
+            return apply_plan(prog, state.plan(self.distill_config))
+        prog = self.base.copy()
+        for name, st in state.tables.items():
+            prog.params[name] = self._table_param(name, st)
+        rest = [c for c in state.plan() if isinstance(c, (MLPNeuronPrune, LinearInt8Weights))]
+        return apply_plan(prog, rest)
+
+    def evaluate(self, state: PlanState, label: str = "") -> Candidate:
+        key = state.key()
+        if key in self.cache:
+            return self.cache[key]
+        prog = self.build(state)
+        params = {k: v.to_runtime(k) for k, v in prog.params.items()}
+        ex = self._executor(prog.graph, params, prog.constants)
+        metrics = self.evaluate_fn(lambda feeds: np.asarray(ex.run(feeds), dtype=np.float32).reshape(-1))
+        plan = state.plan(self.distill_config)
+        cand = Candidate(state=state, plan=plan, metric=float(metrics[self.metric]), metrics=metrics,
+                         size_bytes=self.size_fn(prog, plan), latency_s=self.latency.estimate(prog, self.batch)["total_s"],
+                         program=prog, label=label or state.describe())
+        self.cache[key] = cand
+        return cand
+
+    # --- analytic estimates for choosing moves --------------------------------
+    def _table_bytes(self, name, st: TableState) -> float:
+        rows, full = self.base.params[name].shape
+        stored = int(round(rows * st.keep)) + 1 if st.keep < 1 else rows
+        d = st.dim or full
+        row = d * 4 if st.bits == 32 else d * st.bits / 8 + 4
+        remap = rows * np.dtype(remap_dtype(stored)).itemsize if st.keep < 1 else 0
+        proj = d * full * 4 if st.dim else 0
+        return stored * row + remap + proj
+
+    def _moves(self, state: PlanState):
+        for name in self.tables:
+            st = state.tables[name]
+            full = self.base.params[name].shape[1]
+            if st.bits in BITS[:-1]:
+                nb = BITS[BITS.index(st.bits) + 1]
+                yield ("bits", name, nb), state.with_table(name, bits=nb)
+            if st.keep in KEEPS[:-1]:
+                nk = KEEPS[KEEPS.index(st.keep) + 1]
+                yield ("keep", name, nk), state.with_table(name, keep=nk)
+            dims = [d for d in (full // 2, full // 4, full // 8) if d >= 4]
+            cur = st.dim or full
+            nxt = [d for d in dims if d < cur]
+            if nxt:
+                yield ("dim", name, nxt[0]), state.with_table(name, dim=nxt[0])
+        for g in self.groups:
+            k = state.layers.get(g.producer, 1.0)
+            if k in LAYER_KEEPS[:-1]:
+                nk = LAYER_KEEPS[LAYER_KEEPS.index(k) + 1]
+                yield ("layer", g.producer, nk), state.with_layer(g.producer, nk)
+
+    def _est_loss(self, state: PlanState) -> float:
+        """Sum of measured single-change losses (sensitivity is additive here)."""
+        total = 0.0
+        for name, st in state.tables.items():
+            s = self.sens.get(name, {})
+            total += s.get(("bits", st.bits), 0.0) + s.get(("keep", st.keep), 0.0) + s.get(("dim", st.dim), 0.0)
+        for layer, k in state.layers.items():
+            total += self.sens.get(layer, {}).get(("layer", k), 0.0)
+        return total
+
+    def _state_bytes(self, state: PlanState) -> float:
+        """Tables plus prunable MLP weights: what the moves can change."""
+        per = 1 if state.linear == "int8" else 4
+        mlp = 0.0
+        for g in self.groups:
+            out_f, in_f = self.base.params[g.producer].shape
+            consumer = self.base.params[g.consumer].shape[0]
+            mlp += state.layers.get(g.producer, 1.0) * out_f * (in_f + consumer) * per
+        return sum(self._table_bytes(n, st) for n, st in state.tables.items()) + mlp
+
+    # --- the search -------------------------------------------------------------
+    def run(self) -> SearchResult:
+        from tqdm.auto import tqdm
+        t0 = time.perf_counter()
+        fp32 = PlanState({t: TableState(bits=32) for t in self.tables}, {}, "fp32")
+        int8 = PlanState({t: TableState() for t in self.tables}, {}, "int8")
+        bar = tqdm(total=2 + self.max_steps, desc="plan search", disable=None if self.progress else True,
+                   leave=False)
+        base_fp32 = self.evaluate(fp32, "fp32")
+        base = self.evaluate(int8, "int8 rows + int8 Linear")
+        bar.update(2)
+        self.sens = self._sensitivity(base, int8, bar)
+        state, extra, seen_feasible = int8, 0, False
+        for _ in range(self.max_steps):
+            cur = self.evaluate(state)
+            excess_b = max(0.0, cur.size_bytes - self.mem) if self.mem else 0.0
+            excess_t = max(0.0, cur.latency_s - self.lat) if self.lat else 0.0
+            if excess_b == 0 and excess_t == 0:
+                seen_feasible = True
+                extra += 1
+                if extra > self.extra_steps:
+                    break
+                # keep shrinking a little to map the front below the budget
+                excess_b = max(cur.size_bytes * 0.25, 1.0)
+            best, best_score = None, None
+            cur_bytes, cur_loss = self._state_bytes(state), self._est_loss(state)
+            for move, nxt in self._moves(state):
+                saved_b = cur_bytes - self._state_bytes(nxt)
+                saved_t = self._latency_saving(move, state, nxt)
+                gain = (saved_b / excess_b if excess_b else 0.0) + (saved_t / excess_t if excess_t else 0.0)
+                if gain <= 0:
+                    continue
+                loss = max(self._est_loss(nxt) - cur_loss, 0.0) + 1e-6
+                score = loss / gain
+                if best_score is None or score < best_score:
+                    best, best_score = nxt, score
+            if best is None:
+                break
+            state = best
+            self.evaluate(state)
+            bar.update(1)
+        bar.close()
+        cands = list(self.cache.values())
+        feasible = [c for c in cands if self._fits(c)]
+        if feasible:
+            top = self._choose(feasible)
+            structural = any(s.keep < 1 or s.dim for s in top.state.tables.values()) or \
+                any(k < 1 for k in top.state.layers.values())
+            if structural:
+                self.log("distilling the chosen plan from the source model")
+                d = self.evaluate(dataclasses.replace(top.state, distill=True))
+                if self._fits(d):
+                    feasible.append(d)
+            cands = list(self.cache.values())
+        front = pareto(cands, self.higher)
+        if not feasible:
+            raise self._infeasible(cands)
+        chosen = self._choose(feasible)
+        return SearchResult(chosen=chosen, candidates=cands, front=front, sensitivity=self._sens_report(),
+                            budgets={"memory_bytes": self.mem, "latency_s": self.lat, "latency_batch": self.batch},
+                            metric_name=self.metric, seconds=time.perf_counter() - t0, feasible=feasible)
+
+    def _latency_saving(self, move, state, nxt) -> float:
+        if not self.lat:
+            return 0.0
+        kind, name, _ = move
+        cost = self.latency.cost
+        if kind == "layer":
+            p = self.base.params[name]
+            g = next(g for g in self.groups if g.producer == name)
+            out_f, in_f = p.shape
+            k0, k1 = state.layers.get(name, 1.0), nxt.layers[name]
+            consumer = self.base.params[g.consumer].shape[0]
+            return self.batch * (k0 - k1) * out_f * (in_f + consumer) / cost["fp32_macs_per_s"]
+        ids = sum(v for v in self.latency.profile.ids.values()) / max(len(self.tables), 1)
+        rows, full = self.base.params[name].shape
+        def row_bytes(st):
+            d = st.dim or full
+            return d * 4 if st.bits == 32 else d * st.bits / 8 + 4
+        return self.batch * ids * (row_bytes(state.tables[name]) - row_bytes(nxt.tables[name])) / \
+            cost["gather_bytes_per_s"]
+
+    def _sensitivity(self, base: Candidate, int8: PlanState, bar) -> dict:
+        total = sum(self._table_bytes(t, TableState()) for t in self.tables) or 1
+        sens: dict = {}
+        self.measured = set()
+        for name in self.tables:
+            sens[name] = {("bits", 8): 0.0, ("bits", 32): 0.0, ("keep", 1.0): 0.0, ("dim", None): 0.0}
+            if self._table_bytes(name, TableState()) < 0.01 * total:
+                continue     # too small to matter: never worth a measurement
+            full = self.base.params[name].shape[1]
+            trials = [("bits", 4), ("bits", 2)] + [("keep", k) for k in KEEPS[1:]]
+            trials += [("dim", d) for d in (full // 2, full // 4, full // 8) if d >= 4]
+            for kind, v in trials:
+                st = int8.with_table(name, **{kind: v})
+                if kind == "keep" and self.base.id_counts(name) is None:
+                    continue
+                sens[name][(kind, v)] = self._loss(base.metric, self.evaluate(st).metric)
+                self.measured.add((name, (kind, v)))
+        for g in self.groups:
+            sens[g.producer] = {("layer", 1.0): 0.0}
+            for k in LAYER_KEEPS[1:]:
+                sens[g.producer][("layer", k)] = self._loss(base.metric,
+                                                            self.evaluate(int8.with_layer(g.producer, k)).metric)
+                self.measured.add((g.producer, ("layer", k)))
+        # unmeasured moves (small tables, no frequency data) are made expensive, not free
+        big = max([abs(v) for s in sens.values() for v in s.values()] + [1e-3])
+        for name in self.tables:
+            full = self.base.params[name].shape[1]
+            for key in [("bits", 4), ("bits", 2)] + [("keep", k) for k in KEEPS[1:]] + \
+                    [("dim", d) for d in (full // 2, full // 4, full // 8) if d >= 4]:
+                sens[name].setdefault(key, big * 10)
+        return sens
+
+    def _sens_report(self) -> dict:
+        """Measured sensitivities only (placeholders for unmeasured moves are left out)."""
+        return {name: {f"{k[0]}={k[1]}": v for k, v in s.items() if (name, k) in self.measured}
+                for name, s in self.sens.items()}
+
+    def _fits(self, c: Candidate) -> bool:
+        return (self.mem is None or c.size_bytes <= self.mem) and (self.lat is None or c.latency_s <= self.lat)
+
+    def _choose(self, feasible) -> Candidate:
+        best = max(feasible, key=lambda c: c.metric if self.higher else -c.metric)
+        near = [c for c in feasible if self._loss(best.metric, c.metric) <= self.tolerance]
+        return min(near, key=lambda c: (c.size_bytes, c.latency_s))
+
+    def _infeasible(self, cands) -> BudgetError:
+        smallest = min(cands, key=lambda c: c.size_bytes)
+        fastest = min(cands, key=lambda c: c.latency_s)
+        budget = []
+        if self.mem:
+            budget.append(f"memory {self.mem:,} B")
+        if self.lat:
+            budget.append(f"latency {self.lat * 1e3:.3g} ms at batch {self.batch}")
+        return BudgetError(
+            f"no plan fits the budgets ({', '.join(budget)}) after {len(cands)} plans. "
+            f"Smallest plan: {smallest.size_bytes:,} B, {smallest.latency_s * 1e3:.3g} ms "
+            f"({smallest.state.describe()}, {self.metric} {smallest.metric:.4f}); "
+            f"fastest plan: {fastest.latency_s * 1e3:.3g} ms, {fastest.size_bytes:,} B "
+            f"({fastest.state.describe()}). Raise the budgets to at least --memory-budget "
+            f"{smallest.size_bytes}B / --latency-budget {fastest.latency_s * 1e3:.3g}ms@{self.batch}, "
+            "or pick a bigger target.")
+
+
+def pareto(cands, higher: bool) -> list:
+    """Candidates no other candidate beats on size, latency and metric at once."""
+    def better_or_equal(a, b):
+        ma, mb = (a.metric, b.metric) if higher else (-a.metric, -b.metric)
+        return a.size_bytes <= b.size_bytes and a.latency_s <= b.latency_s and ma >= mb
+    front = []
+    for c in cands:
+        if not any(o is not c and better_or_equal(o, c) and
+                   (o.size_bytes, o.latency_s, o.metric) != (c.size_bytes, c.latency_s, c.metric) for o in cands):
+            front.append(c)
+    return sorted(front, key=lambda c: c.size_bytes)
