@@ -103,11 +103,18 @@ def run_board(kind: str, models, args, work: Path, say) -> dict:
             say(f"[{kind}] trial {trial + 1}: calibrated in {table['seconds']:.1f} s on the board "
                 f"({tr['install_and_calibration_s']:.1f} s with install)"
                 f"{' -- ' + EMULATED_NOTE if lt.emulated else ''}")
-            tr["validation"] = validate_model(runner, lt, target=target, models=models, iters=iters, warmup=warmup,
-                                              out_dir=work / target, reuse=True, repeat=repeat, progress=say)
+            try:
+                tr["validation"] = validate_model(runner, lt, target=target, models=models, iters=iters,
+                                                  warmup=warmup, out_dir=work / target, reuse=True, repeat=repeat,
+                                                  progress=say)
+            except Exception as e:       # keep the other trials and boards; say what happened
+                tr["error"] = f"{type(e).__name__}: {e}"
+                say(f"[{kind}] trial {trial + 1} failed: {tr['error']}")
             tr["load_after"] = _load()
             out["trials"].append(tr)
-        trials = out["trials"]
+        trials = [t for t in out["trials"] if "validation" in t]
+        if not trials:
+            return out
         out["calibration_s"] = statistics.median(t["calibration_s"] for t in trials)
         out["summary"] = {when: {k: statistics.median(t["validation"][when][k] for t in trials)
                                  for k in ("median_ape", "mean_ape")} for when in ("before", "after")}
@@ -149,7 +156,11 @@ def main() -> int:
         results = {}
         for kind in [b.strip() for b in args.boards.split(",") if b.strip()]:
             say(f"== {kind}")
-            results[kind] = run_board(kind, models, args, Path(tmp) / "bundles", say)
+            try:
+                results[kind] = run_board(kind, models, args, Path(tmp) / "bundles", say)
+            except Exception as e:
+                results[kind] = {"board": kind, "skipped": f"failed: {type(e).__name__}: {e}"}
+                say(f"[{kind}] failed: {type(e).__name__}: {e}")
     report = {"schema": "edgecompress.calibration-benchmark/1", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "host": {"machine": platform.machine(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
                        "note": "2-core VM shared with other jobs; load averages recorded per board"},

@@ -77,6 +77,9 @@ class _Local:
     def bench(self, bundle, batches, warmup, iters) -> dict:
         return self.board.bench(bundle, batches=batches, warmup=warmup, iters=iters, backend="numpy")
 
+    def reset(self):
+        pass
+
     def close(self):
         pass
 
@@ -114,6 +117,11 @@ class _SSH:
 
     def bench(self, bundle, batches, warmup, iters) -> dict:
         return self.board.bench(bundle, batches=batches, warmup=warmup, iters=iters, backend="numpy")
+
+    def reset(self):
+        # a fresh session re-checks what is on the board: the deployer garbage-collects old
+        # bundles (it keeps the newest 20), which its per-session cache does not notice
+        self.board.close()
 
     def close(self):
         self.board.close()
@@ -308,6 +316,7 @@ def validate_model(runner, table: LatencyTable, *, target: str = "local", models
                     skipped.append({"model": vm.name, "plan": pname, "error": str(e)})
                     progress(f"  {vm.name:<10} {pname:<13} skipped: {e}")
                     continue
+                runner.reset()
                 runs = [runner.bench(path, batches, warmup, iters) for _ in range(max(1, repeat))]
                 res = runs[0]
                 # per batch size the median of the repeats' p50s (noisy hosts, emulated boards)

@@ -186,6 +186,17 @@ class Board:
 
     # -- lifecycle
     def start(self) -> "Board":
+        try:
+            return self._start()
+        except BaseException:
+            # a half-started board (user, namespace, sshd) must not outlive us
+            pidfile = self.root / "sshd.pid"
+            if self.sshd_pid is None and pidfile.exists() and pidfile.read_text().strip().isdigit():
+                self.sshd_pid = int(pidfile.read_text())
+            self.stop()
+            raise
+
+    def _start(self) -> "Board":
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o755)
         self.user = f"{_PREFIX}{self.index}p{os.getpid()}"
@@ -193,6 +204,7 @@ class Board:
             if _sh("useradd", "-M", "-d", self.home, "-s", "/bin/bash", self.user, check=False).returncode:
                 self.user += f"x{int(time.time()) % 100000}"   # a leftover of a crashed run
                 _sh("useradd", "-M", "-d", self.home, "-s", "/bin/bash", self.user)
+            self._created_user = True     # only a user we created is ever deleted (or has processes killed)
             _sh("usermod", "-p", "*", self.user)   # no password, but not "locked" (UsePAM no refuses locked)
         else:
             self.user = pwd.getpwuid(os.getuid()).pw_name
@@ -337,11 +349,13 @@ LogLevel INFO
         if self.workdir_tmpfs_mb:
             _sh("umount", "-l", self.workdir, check=False)
         if self.netns:
-            _sh("ip", "link", "del", self.veth_host, check=False)
+            if getattr(self, "veth_host", None):
+                _sh("ip", "link", "del", self.veth_host, check=False)
             _sh("ip", "netns", "del", self.netns, check=False)
             self.netns = None
-        if is_root() and self.user:
+        if is_root() and getattr(self, "_created_user", False):
             _sh("userdel", self.user, check=False)
+            self._created_user = False
         shutil.rmtree(self.root, ignore_errors=True)
         with _lock:
             if self in _live:
@@ -349,7 +363,7 @@ LogLevel INFO
 
     def _kill_user_processes(self) -> None:
         """Processes still running as this board's own user (we created that user)."""
-        if not is_root() or not self.user:
+        if not is_root() or not getattr(self, "_created_user", False):
             return
         try:
             uid = pwd.getpwnam(self.user).pw_uid

@@ -69,6 +69,10 @@ def _tolerance(program, reference_outputs, meta) -> float:
     quantized = any(p.kind != "fp32" for p in program.params.values())
     inexact = any(not s.get("exact", True) for s in meta.get("recipe", []))
     base = TOLERANCE["quantized" if quantized or inexact else "fp32"]
+    if inexact and any(getattr(p, "act", None) for p in program.params.values()):
+        # the host reference rounds activations with the plan's scales and the
+        # artifact with its own: two independent int8 roundings, twice the error
+        base *= 2
     scale = float(np.max(np.abs(reference_outputs))) if np.size(reference_outputs) else 1.0
     return base * max(1.0, scale)
 
