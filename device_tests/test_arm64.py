@@ -111,5 +111,8 @@ def test_arm64_quick_calibration_is_labelled_emulated(arm64_ssh, capsys, tmp_pat
     assert (tmp_path / f"{arm64_ssh.name}.json").is_file()
     t = LatencyTable(table)
     assert t.emulated and "EMULATED" in t.describe()
+    # the graph fit measured whole probe models on the board, at each calibrated batch size
+    assert [p["batch"] for p in table["graph_fit"]["points"]] == [1, 16] and t.has_graph_fit
+    assert all(r["measured_p50_s"] > 0 for r in table["graph_fit"]["probes"])
     _say(capsys, f"quick calibration on aarch64 in {table['seconds']:.1f} s ({EMULATED}): "
                  f"dispatch {t.dispatch_s * 1e6:.1f} us/node")

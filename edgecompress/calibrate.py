@@ -8,10 +8,13 @@ it for the planner, and check the latency model against real benchmarks.
 1. install the runtime on the board (the deployer; ``local`` = ``LocalBoard``),
 2. run ``edgecompress-runtime calibrate`` there (``--quick`` automatically when the
    board runs under emulation), fetch the JSON,
-3. store it as ``<latency dir>/<device>.json`` and, when the device has a target
+3. fit the graph correction: a few probe models (other shapes than step 5's) compiled
+   with several plans and measured whole on the board; per batch size a scale and a
+   per-node term fitted to them (``graph_fit``, see plan/latency_table.py),
+4. store the table as ``<latency dir>/<device>.json`` and, when the device has a target
    profile, ``<latency dir>/<target>.json`` (what ``compile --target`` then uses;
    see ``edgecompress/plan/latency_table.py``),
-4. ``--validate``: compile a set of different DLRM plans (bits, kept rows, dims,
+5. ``--validate``: compile a set of different DLRM plans (bits, kept rows, dims,
    MLP widths, activation modes, two model sizes), benchmark each on the board and
    compare the latency model's estimate with the measured p50, before calibration
    (the profile's coefficients) and after (the table): median and mean absolute
@@ -74,8 +77,9 @@ class _Local:
     def emulation(self) -> dict:
         return json.loads(self.run_runtime(["calibrate", "--probe"], 120).strip().splitlines()[-1])
 
-    def bench(self, bundle, batches, warmup, iters) -> dict:
-        return self.board.bench(bundle, batches=batches, warmup=warmup, iters=iters, backend="numpy")
+    def bench(self, bundle, batches, warmup, iters, min_seconds=0.0) -> dict:
+        return self.board.bench(bundle, batches=batches, warmup=warmup, iters=iters, backend="numpy",
+                                min_seconds=min_seconds)
 
     def reset(self):
         pass
@@ -115,8 +119,9 @@ class _SSH:
     def emulation(self) -> dict:
         return json.loads(self.run_runtime(["calibrate", "--probe"], 120).strip().splitlines()[-1])
 
-    def bench(self, bundle, batches, warmup, iters) -> dict:
-        return self.board.bench(bundle, batches=batches, warmup=warmup, iters=iters, backend="numpy")
+    def bench(self, bundle, batches, warmup, iters, min_seconds=0.0) -> dict:
+        return self.board.bench(bundle, batches=batches, warmup=warmup, iters=iters, backend="numpy",
+                                min_seconds=min_seconds)
 
     def reset(self):
         # a fresh session re-checks what is on the board: the deployer garbage-collects old
@@ -177,14 +182,41 @@ def measure_table(runner, *, target=None, quick=None, batches=None, timeout: flo
     return table
 
 
+def model_target(table: dict) -> str:
+    """The target profile whose shapes the latency model uses for a table's device."""
+    board = table.get("board", {})
+    return table.get("target") or ("generic-aarch64" if board.get("machine") in ("aarch64", "arm64") else "local")
+
+
+def add_graph_fit(runner, table: dict, *, target: str, progress=print, **kw) -> dict:
+    """``fit_graph`` with defaults for the board (emulated: fewer, repeated runs); stores it in the table."""
+    if table.get("board", {}).get("emulated"):      # qemu: ~10-100x slower, noisy from run to run
+        kw.setdefault("warmup", 10)                  # qemu translates each new code path on first use
+        kw.setdefault("iters", 60)
+        kw.setdefault("min_seconds", 1.0)
+    kw.setdefault("repeat", 2)                       # the median of 2 runs per probe
+    kw.setdefault("quick", bool(table.get("quick")))
+    progress(f"fitting the graph correction on {runner.name} (probe models measured whole)")
+    table["graph_fit"] = fit_graph(runner, table, target=target, progress=progress, **kw)
+    progress("  " + ", ".join(f"b={p['batch']}: {p['method']} x{p['scale']:.2f} {p['per_node_s'] * 1e6:+.2f} us/node "
+                              f"(probes {p['parts_median_ape'] * 100:.0f}% -> {p['fit_median_ape'] * 100:.0f}%, "
+                              f"held out {p['cv_median_ape'][p['method']] * 100:.0f}%)"
+                              for p in table["graph_fit"]["points"]))
+    LatencyTable(table, source=f"table from {runner.name}")      # refuse what we could not use
+    return table
+
+
 def calibrate(device: str = "local", *, board=None, inventory=None, settings=None, target=None, quick=None,
-              batches=None, store: bool = True, validate: bool = False, validate_kwargs=None,
-              progress=print) -> dict:
-    """Measure and (``store``) save the device's table; with ``validate`` also
-    check the latency model on real plans. Returns {"table", "paths", "validation"}."""
+              batches=None, store: bool = True, fit: bool = True, fit_kwargs=None, validate: bool = False,
+              validate_kwargs=None, progress=print) -> dict:
+    """Measure the device's table, (``fit``) fit its graph correction on probe models
+    measured there, and (``store``) save it; with ``validate`` also check the latency
+    model on other real plans. Returns {"table", "paths", "validation"}."""
     runner = open_board(device, board=board, inventory=inventory, settings=settings, progress=progress)
     try:
         table = measure_table(runner, target=target, quick=quick, batches=batches, progress=progress)
+        if fit:
+            add_graph_fit(runner, table, target=model_target(table), progress=progress, **dict(fit_kwargs or {}))
         paths = save_table(table, [runner.name, table.get("target")]) if store else []
         for p in paths:
             progress(f"stored the latency table as {p}")
@@ -194,11 +226,141 @@ def calibrate(device: str = "local", *, board=None, inventory=None, settings=Non
             lt = LatencyTable(table)
             if lt.emulated:
                 kw.setdefault("repeat", 3)          # emulated boards: 2x run-to-run noise
-            target = table.get("target") or ("generic-aarch64" if lt.machine in ("aarch64", "arm64") else "local")
-            out["validation"] = validate_model(runner, lt, target=target, progress=progress, **kw)
+                kw.setdefault("min_seconds", 1.0)
+            out["validation"] = validate_model(runner, lt, target=model_target(table), progress=progress, **kw)
         return out
     finally:
         runner.close()
+
+
+# ------------------------------------------------------------------ graph fit
+
+
+def probe_plans(dim: int) -> list[tuple[str, list]]:
+    """Plans for the graph-fit probes (bits, kept rows, dims, MLP width, activation modes)."""
+    from .passes import (DEFAULT_PLAN, EmbeddingDimReduce, EmbeddingRowPrune, EmbeddingRowwiseQuant,
+                         LinearInt8Dynamic, MLPNeuronPrune)
+    return [
+        ("fp32", []),
+        ("int8", list(DEFAULT_PLAN)),
+        ("keep50%+int4", [EmbeddingRowPrune(keep_ratio=0.5), EmbeddingRowwiseQuant(bits=4)]),
+        ("mlp50%+dyn8", [MLPNeuronPrune(keep_ratio=0.5), LinearInt8Dynamic()]),
+        (f"dim{max(dim // 4, 2)}+int8", [EmbeddingDimReduce(dim=max(dim // 4, 2)), EmbeddingRowwiseQuant(bits=8)]),
+    ]
+
+
+def probe_models(quick: bool = False, seed: int = 1) -> list[ValidationModel]:
+    """Untrained models of other shapes than the validation DLRMs (latency does not depend
+    on training): a narrow 3-table DLRM, a 6-table DLRM and a 10-table DeepFM."""
+    import torch
+
+    from .data import synthetic_ctr
+    from .models.zoo import model_for_data
+    specs = [("probe-dlrm-8x3", "dlrm", dict(embedding_dim=8, bottom_mlp=(16, 8), top_mlp=(16,)), (3000, 500, 40)),
+             ("probe-dlrm-32x6", "dlrm", dict(embedding_dim=32, bottom_mlp=(128, 32), top_mlp=(128, 32)),
+              (50_000, 8000, 2000, 300, 60, 12)),
+             ("probe-deepfm-24x10", "deepfm", dict(embedding_dim=24, hidden=(96, 48)),
+              (30_000, 10_000, 4000, 1500, 600, 250, 100, 40, 16, 6))]
+    if quick:
+        specs = specs[:2]
+    out = []
+    for name, arch, kw, vocab in specs:
+        data = synthetic_ctr(n=3000, vocab_sizes=vocab, dense_dim=6, seed=seed)
+        tr, te = data.split((0.7, 0.3), seed=seed)
+        torch.manual_seed(seed)
+        out.append(ValidationModel(name, model_for_data(arch, tr, **kw).eval(), tr, te))
+    return out
+
+
+def _fit(rows: list[dict], how: str) -> tuple[float, float]:
+    """(scale, per_node_s) of one method, least squares on the relative error, one refit
+    without points off by more than 3x the median residual (a disturbed run)."""
+    if how == "parts" or not rows:
+        return 1.0, 0.0
+    meas = np.array([r["measured_p50_s"] for r in rows])
+    a = np.array([[r["parts_s"], r["nodes"]] for r in rows]) / meas[:, None]
+    if how == "scale":
+        a = a[:, :1]
+    keep = np.ones(len(rows), bool)
+    for _ in range(2):
+        coef, *_ = np.linalg.lstsq(a[keep], np.ones(int(keep.sum())), rcond=None)
+        fit = (float(np.clip(coef[0], 0.2, 5.0)), float(coef[1]) if len(coef) > 1 else 0.0)
+        res = np.abs(a @ np.array(fit[:a.shape[1]]) - 1)
+        if len(rows) < 6:
+            break
+        keep = res <= max(3 * float(np.median(res)), 0.05)
+    return fit
+
+
+def _apes(rows: list[dict], fit: tuple[float, float]) -> list[float]:
+    return [abs(fit[0] * r["parts_s"] + fit[1] * r["nodes"] - r["measured_p50_s"]) / r["measured_p50_s"]
+            for r in rows]
+
+
+FIT_METHODS = ("parts", "scale", "scale+node")
+
+
+def fit_points(rows: list[dict], batches) -> list[dict]:
+    """Per batch size the correction ``scale * parts_s + per_node_s * nodes`` of the method
+    (none, a scale, a scale and a per-node term) with the lowest leave-one-model-out error:
+    each probe model is predicted by the fit on the others, so a correction that does not
+    carry over to models it was not fitted on is not used."""
+    out = []
+    for b in batches:
+        pts = [r for r in rows if r["batch"] == b]
+        models = sorted({r["model"] for r in pts})
+        if len(pts) < 3 or len(models) < 2:
+            continue
+        cv = {}
+        for how in FIT_METHODS:
+            errs = []
+            for m in models:
+                errs += _apes([r for r in pts if r["model"] == m], _fit([r for r in pts if r["model"] != m], how))
+            cv[how] = float(np.median(errs))
+        how = min(FIT_METHODS, key=lambda k: (round(cv[k], 3), FIT_METHODS.index(k)))
+        scale, per_node = _fit(pts, how)
+        out.append({"batch": int(b), "method": how, "scale": scale, "per_node_s": per_node, "n": len(pts),
+                    "cv_median_ape": cv, "fit_median_ape": float(np.median(_apes(pts, (scale, per_node)))),
+                    "parts_median_ape": float(np.median(_apes(pts, (1.0, 0.0))))})
+    return out
+
+
+def fit_graph(runner, table: dict, *, target: str, quick: bool = False, warmup: int = 10, iters: int = 100,
+              repeat: int = 1, min_seconds: float = 0.3, out_dir=None, models=None, plans=None,
+              progress=print) -> dict:
+    """Measure whole probe models on the board and fit the table's graph correction
+    (``graph_fit``, see plan/latency_table.py). The probes are other models than the
+    validation set of ``--validate``, so validation measures the fitted model honestly."""
+    from .plan.latency import LatencyModel, shape_profile
+    from .targets import load_target
+    tgt = load_target(target)
+    batches = [int(b) for b in table["batches"]]
+    raw = LatencyTable(table, graph_fit=False)
+    rows, skipped = [], []
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="ec-graph-fit-") as tmp:
+        for vm in models or probe_models(quick=quick):
+            base, progs = _programs(vm, plans or probe_plans(int(vm.model.config["embedding_dim"])))
+            model = LatencyModel(tgt, shape_profile(base), table=raw)
+            for pname, prog, _path, _runs, meas in _bench_plans(runner, vm, progs, tgt, batches, warmup, iters,
+                                                                 repeat, Path(out_dir or tmp), False, skipped,
+                                                                 progress, min_seconds):
+                for b in batches:
+                    est = model.estimate(prog, b)
+                    rows.append({"model": vm.name, "plan": pname, "batch": b, "measured_p50_s": meas[b],
+                                 "parts_s": est["parts_s"], "nodes": est["nodes"]})
+                progress(f"  probe {vm.name:<18} {pname:<13} " + "  ".join(
+                    f"b={r['batch']}: {r['measured_p50_s'] * 1e3:.3f} ms (parts {r['parts_s'] * 1e3:.3f})"
+                    for r in rows if r["model"] == vm.name and r["plan"] == pname))
+    points = fit_points(rows, batches)
+    if not points:
+        raise DeployError(f"graph fit on {runner.name}: too few probe models could be measured "
+                          f"({len(skipped)} skipped: {'; '.join(x['error'][:80] for x in skipped[:3])})")
+    return {"method": "estimate = scale * parts + per_node_s * nodes per batch size; least squares on the relative "
+                      "error; per batch the method (parts / scale / scale+node) with the lowest leave-one-model-out "
+                      "error",
+            "points": points, "probes": rows, "skipped": skipped, "repeat": repeat, "iters": iters,
+            "seconds": time.perf_counter() - t0}
 
 
 # ------------------------------------------------------------------ validation
@@ -279,14 +441,48 @@ def summarize(rows: list[dict], key: str) -> dict:
             "max_ape": float(max(errs)), "n": len(errs)}
 
 
+def _bench_plans(runner, vm, progs, tgt, batches, warmup, iters, repeat, out_dir, reuse, skipped, progress,
+                 min_seconds=0.0):
+    """Compile each (plan name, plan, program) of ``vm`` as compile does, then bench every bundle
+    on the board, ``repeat`` rounds over all of them (separate processes); yields (name, program,
+    bundle path, runs, {batch: median p50 s}).
+
+    All compiles come first: right after a compile the host's torch threads and clean-up still
+    take CPU for a while, and on a 2-core host that slowed the next benchmark by up to 2x.
+    ``min_seconds``: time each batch size at least that long, so that a slow stretch of a few
+    tens of ms (seen on this shared VM in ~1 of 3 processes) cannot make up a whole p50."""
+    from .compile import compile as ec_compile
+    ready = []
+    for pname, plan, prog in progs:
+        path = out_dir / f"{vm.name}-{pname}.ecb"
+        try:
+            if not (reuse and path.exists()):
+                ec_compile(vm.model, target=tgt, data=vm.test, train_data=vm.train, output=path,
+                           plan=list(plan), formats=["numpy"], progress=False, latency_table=False)
+        except CompileError as e:      # e.g. a plan over its parity tolerance: skip it, say so
+            skipped.append({"model": vm.name, "plan": pname, "error": str(e)})
+            progress(f"  {vm.name:<10} {pname:<13} skipped: {e}")
+            continue
+        ready.append((pname, prog, path))
+    runs: dict[str, list] = {pname: [] for pname, _, _ in ready}
+    for _ in range(max(1, repeat)):     # rounds, so a slow minute on the host hits one run of each
+        for pname, _, path in ready:
+            runner.reset()
+            runs[pname].append(runner.bench(path, batches, warmup, iters, min_seconds))
+    for pname, prog, path in ready:
+        # per batch size the median of the repeats' p50s (noisy hosts, emulated boards)
+        meas = {int(b): statistics.median(r["p50_ms"] for run in runs[pname] for r in run["latency"]
+                                          if int(r["batch"]) == int(b)) / 1e3 for b in batches}
+        yield pname, prog, path, runs[pname], meas
+
+
 def validate_model(runner, table: LatencyTable, *, target: str = "local", models=None, plans=None,
                    batches=None, warmup: int = 10, iters: int = 100, small: bool = False, out_dir=None,
-                   reuse: bool = False, repeat: int = 1, progress=print) -> dict:
+                   reuse: bool = False, repeat: int = 1, min_seconds: float = 0.3, progress=print) -> dict:
     """Compile each (model, plan), bench it on the board, and compare the latency
     model's estimates (profile coefficients vs the table) with the measured p50.
     ``reuse``: keep bundles already in ``out_dir`` (same models and plans); ``repeat``:
     benchmark each bundle that many times (separate processes) and use the median p50."""
-    from .compile import compile as ec_compile
     from .plan.latency import LatencyModel, shape_profile
     from .targets import load_target
     tgt = load_target(target)
@@ -306,22 +502,12 @@ def validate_model(runner, table: LatencyTable, *, target: str = "local", models
             base, progs = _programs(vm, plans)
             before = LatencyModel(tgt, shape_profile(base), table=None)
             after = LatencyModel(tgt, shape_profile(base), table=table)
-            for pname, plan, prog in progs:
-                path = out_dir / f"{vm.name}-{pname}.ecb"
-                try:
-                    if not (reuse and path.exists()):
-                        ec_compile(vm.model, target=tgt, data=vm.test, train_data=vm.train, output=path,
-                                   plan=list(plan), formats=["numpy"], progress=False, latency_table=False)
-                except CompileError as e:      # e.g. a plan over its parity tolerance: skip it, say so
-                    skipped.append({"model": vm.name, "plan": pname, "error": str(e)})
-                    progress(f"  {vm.name:<10} {pname:<13} skipped: {e}")
-                    continue
-                runner.reset()
-                runs = [runner.bench(path, batches, warmup, iters) for _ in range(max(1, repeat))]
-                res = runs[0]
-                # per batch size the median of the repeats' p50s (noisy hosts, emulated boards)
-                meas = {int(b): statistics.median(r["p50_ms"] for run in runs for r in run["latency"]
-                                                  if int(r["batch"]) == int(b)) / 1e3 for b in batches}
+            # the table without its graph fit: what the per-part sum alone gets (reported, not used)
+            parts = LatencyModel(tgt, shape_profile(base), table=LatencyTable(table.data, graph_fit=False)) \
+                if table.has_graph_fit else None
+            for pname, prog, path, runs, meas in _bench_plans(runner, vm, progs, tgt, batches, warmup, iters,
+                                                               repeat, out_dir, reuse, skipped, progress,
+                                                               min_seconds):
                 for b in batches:
                     pb, pa = before.estimate(prog, b)["total_s"], after.estimate(prog, b)["total_s"]
                     rows.append({"model": vm.name, "plan": pname, "batch": b, "measured_p50_s": meas[b],
@@ -330,6 +516,10 @@ def validate_model(runner, table: LatencyTable, *, target: str = "local", models
                                  "parity_ok": all(bool(run.get("parity", {}).get("ok")) for run in runs),
                                  "repeats_p50_s": [next(r["p50_ms"] / 1e3 for r in run["latency"]
                                                         if int(r["batch"]) == b) for run in runs]})
+                    rows[-1]["nodes"] = len(prog.graph["nodes"])
+                    if parts is not None:
+                        rows[-1]["parts_s"] = parts.estimate(prog, b)["total_s"]
+                        rows[-1]["ape_parts"] = ape(rows[-1]["parts_s"], meas[b])
                 progress(f"  {vm.name:<10} {pname:<13} " + "  ".join(
                     f"b={r['batch']}: {r['measured_p50_s'] * 1e3:.3f} ms (model {r['before_s'] * 1e3:.3f} -> "
                     f"{r['after_s'] * 1e3:.3f})" for r in rows if r["model"] == vm.name and r["plan"] == pname))
@@ -341,6 +531,7 @@ def validate_model(runner, table: LatencyTable, *, target: str = "local", models
            "plans": len({(r["model"], r["plan"]) for r in rows}), "batches": batches, "repeat": repeat,
            "iters": iters,
            "before": summarize(rows, "ape_before"), "after": summarize(rows, "ape_after"),
+           "after_parts_only": summarize(rows, "ape_parts"), "graph_fit": table.has_graph_fit,
            "by_batch": {str(b): {"before": summarize([r for r in rows if r["batch"] == b], "ape_before"),
                                  "after": summarize([r for r in rows if r["batch"] == b], "ape_after")}
                         for b in batches},
@@ -355,8 +546,12 @@ def format_validation(rep: dict) -> str:
              f"{','.join(map(str, rep['batches']))}){' [' + EMULATED_NOTE + ']' if rep['emulated'] else ''}",
              f"  before calibration (profile {rep['target']} coefficients): median APE {b['median_ape'] * 100:.1f}%, "
              f"mean {b['mean_ape'] * 100:.1f}%, max {b['max_ape'] * 100:.1f}%",
-             f"  after calibration (measured table):  median APE {a['median_ape'] * 100:.1f}%, "
-             f"mean {a['mean_ape'] * 100:.1f}%, max {a['max_ape'] * 100:.1f}%"]
+             f"  after calibration (measured table{' + graph fit' if rep.get('graph_fit') else ''}):  "
+             f"median APE {a['median_ape'] * 100:.1f}%, mean {a['mean_ape'] * 100:.1f}%, max {a['max_ape'] * 100:.1f}%"]
+    p = rep.get("after_parts_only")
+    if p:
+        lines.append(f"  (the table's sum of parts without the graph fit: median APE {p['median_ape'] * 100:.1f}%, "
+                     f"mean {p['mean_ape'] * 100:.1f}%)")
     return "\n".join(lines)
 
 
@@ -375,7 +570,7 @@ def calibrate_cmd(args) -> int:
             board.device = board.device.with_(target=args.target)
     res = calibrate(device, board=board, settings=settings, target=args.target,
                     quick=True if args.quick else None,
-                    batches=args.batch, validate=args.validate,
+                    batches=args.batch, fit=not args.no_fit, validate=args.validate,
                     validate_kwargs={"iters": args.iters, "small": args.small} if args.validate else None)
     table = res["table"]
     from edgecompress_runtime.calibrate import summary
@@ -397,6 +592,8 @@ def add_calibrate_parser(sub) -> None:
                                     "default: the device's target in devices.toml, or 'local' for --device local)")
     g.add_argument("--quick", action="store_true", help="a smaller grid (default: automatic on emulated boards)")
     g.add_argument("--batch", type=_batches, help="batch sizes (default: the target profile's)")
+    g.add_argument("--no-fit", action="store_true", help="skip the graph fit on probe models (micro-benchmarks "
+                                                         "only; faster, less accurate)")
     g.add_argument("--validate", action="store_true", help="compile >= 10 DLRM plans, benchmark them on the "
                                                            "device and report the latency model's error")
     g.add_argument("--iters", type=int, default=100, help="with --validate: timed runs per batch (default 100)")

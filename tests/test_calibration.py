@@ -73,8 +73,9 @@ def test_extrapolation_slope_is_clipped():
 
 
 def test_schema_mismatch_and_bad_tables_are_refused(tmp_path):
-    with pytest.raises(LatencyTableError, match="schema version 2 is not the version"):
-        LatencyTable(synthetic_table(version=2))
+    # a version 1 table (measured before the runtime kept its run memory) is refused, not reinterpreted
+    with pytest.raises(LatencyTableError, match="schema version 1 is not the version"):
+        LatencyTable(synthetic_table(version=1))
     with pytest.raises(LatencyTableError, match="not a latency table"):
         LatencyTable({"schema": "edgecompress.bench/1", "version": 1})
     bad = synthetic_table()
@@ -194,13 +195,75 @@ def test_calibrate_and_validate_on_the_local_board(tmp_path, monkeypatch, capsys
     model, tr, te = _small_model()
     plans = [p for p in validation_plans() if p[0] in ("fp32", "rows-int4", "mlp50%")]
     out = calibrate("local", quick=True, batches=[1, 16], validate=True, progress=print,
+                    fit_kwargs={"iters": 10, "warmup": 2, "plans": plans},
                     validate_kwargs={"models": [ValidationModel("tiny", model, tr, te)], "plans": plans,
                                      "batches": [1, 16], "iters": 10, "warmup": 2, "out_dir": tmp_path / "b"})
     table = out["table"]
     assert table["device"] == "local" and table["target"] == "local" and table["quick"]
     assert sorted(p.rsplit("/", 1)[-1] for p in out["paths"]) == ["local.json"]
     assert load_for_target("local") is not None
+    # the graph fit: probe models (not the validation model) measured whole, one point per batch size
+    fit = table["graph_fit"]
+    assert [p["batch"] for p in fit["points"]] == [1, 16] and all(p["scale"] > 0 for p in fit["points"])
+    assert {r["model"] for r in fit["probes"]} == {"probe-dlrm-8x3", "probe-dlrm-32x6"}
+    assert all(r["measured_p50_s"] > 0 and r["parts_s"] > 0 and r["nodes"] > 5 for r in fit["probes"])
+    assert LatencyTable(json.loads((tmp_path / "lat" / "local.json").read_text())).has_graph_fit
     v = out["validation"]
-    assert v["plans"] == 3 and len(v["rows"]) == 6 and not v["emulated"]
+    assert v["plans"] == 3 and len(v["rows"]) == 6 and not v["emulated"] and v["graph_fit"]
+    assert all(r["parts_s"] > 0 for r in v["rows"])
     assert all(r["measured_p50_s"] > 0 and r["after_s"] > 0 and r["before_s"] > 0 for r in v["rows"])
     assert "median APE" in capsys.readouterr().out
+
+
+def _fit_rows(scale: float, per_node: float, rng, outlier: bool = False) -> list[dict]:
+    rows = []
+    for i, (parts, nodes) in enumerate([(1e-4, 20), (2e-4, 20), (5e-4, 40), (1e-3, 40), (3e-4, 60), (8e-4, 80),
+                                        (2e-3, 60), (4e-4, 30)]):
+        for b in (1, 64):
+            meas = (scale * parts + per_node * nodes) * (1 + 0.01 * rng.standard_normal())
+            if outlier and i == 2 and b == 64:
+                meas *= 2.5               # one disturbed run
+            rows.append({"model": f"m{i % 3}", "batch": b, "parts_s": parts, "nodes": nodes,
+                         "measured_p50_s": meas})
+    return rows
+
+
+def test_graph_fit_recovers_scale_and_node_term_and_ignores_one_outlier():
+    from edgecompress.calibrate import fit_points
+    rng = np.random.default_rng(0)
+    pts = {p["batch"]: p for p in fit_points(_fit_rows(1.3, 2e-6, rng), [1, 64])}
+    assert pts[1]["method"] == "scale+node"
+    assert pts[1]["scale"] == pytest.approx(1.3, rel=0.05) and pts[1]["per_node_s"] == pytest.approx(2e-6, rel=0.2)
+    assert pts[1]["fit_median_ape"] < 0.02 < pts[1]["parts_median_ape"]
+    out = {p["batch"]: p for p in fit_points(_fit_rows(1.3, 2e-6, rng, outlier=True), [1, 64])}
+    assert out[64]["scale"] == pytest.approx(1.3, rel=0.05)
+    # a pure scale is found as such; probes that disagree (no common bias) leave the sum of parts alone
+    assert {p["method"] for p in fit_points(_fit_rows(0.7, 0.0, rng), [1, 64])} == {"scale"}
+    noisy = _fit_rows(1.0, 0.0, rng)
+    for r in noisy:
+        r["measured_p50_s"] *= {"m0": 1.6, "m1": 0.6, "m2": 1.0}[r["model"]]
+    assert {(p["method"], p["scale"]) for p in fit_points(noisy, [1, 64])} == {("parts", 1.0)}
+    assert fit_points(_fit_rows(1.0, 0.0, rng)[:2], [1]) == []        # too few probes: no point
+
+
+def test_table_applies_its_graph_fit_and_can_be_told_not_to():
+    fit = {"points": [{"batch": 1, "scale": 2.0, "per_node_s": 1e-6}, {"batch": 64, "scale": 1.0, "per_node_s": 0.0}]}
+    t = LatencyTable(synthetic_table(graph_fit=fit))
+    assert t.has_graph_fit and "graph fit" in t.describe()
+    assert t.graph_correction(1, 1e-3, 10) == pytest.approx(2e-3 + 1e-5)
+    assert t.graph_correction(64, 1e-3, 10) == pytest.approx(1e-3)
+    assert t.graph_correction(8, 1e-3, 0) == pytest.approx(1.5e-3)     # linear in log(batch): 8 is halfway
+    assert t.graph_correction(1024, 1e-3, 10) == pytest.approx(1e-3)   # flat beyond the fitted sizes
+    raw = LatencyTable(synthetic_table(graph_fit=fit), graph_fit=False)
+    assert not raw.has_graph_fit and raw.graph_correction(1, 1e-3, 10) == 1e-3
+    # the latency model reports the correction as its own line and adds it to the total
+    from edgecompress.graph import forward_input_names, lower
+    from edgecompress.plan.latency import LatencyModel, shape_profile
+    from edgecompress.targets import load_target
+    model, tr, te = _small_model()
+    prog = lower(model, {k: np.asarray(te.inputs[k][:8]) for k in forward_input_names(model)})
+    est = LatencyModel(load_target("local"), shape_profile(prog), table=t).estimate(prog, 1)
+    parts = LatencyModel(load_target("local"), shape_profile(prog), table=raw).estimate(prog, 1)
+    assert est["parts_s"] == pytest.approx(parts["total_s"])
+    assert est["total_s"] == pytest.approx(2 * parts["total_s"] + 1e-6 * est["nodes"])
+    assert est["by_op"]["graph fit"] == pytest.approx(est["total_s"] - parts["total_s"])

@@ -62,6 +62,28 @@ def test_warm_redeploy_uploads_nothing(installed_board):
     assert took < 3.0, took
 
 
+def test_a_bundle_pruned_on_the_board_is_uploaded_again(installed_board, tmp_path, monkeypatch):
+    """The board keeps the newest KEEP_BUNDLES bundles; a session that deployed one the board
+    has since removed must upload it again instead of trusting its cache."""
+    import edgecompress.deploy.install as install
+    monkeypatch.setattr(install, "KEEP_BUNDLES", 1)
+    b = installed_board["board"]
+    first = unique_bundle(installed_board["bundle"], tmp_path / "first.ecb", "prune-1")
+    second = unique_bundle(installed_board["bundle"], tmp_path / "second.ecb", "prune-2")
+    with SSHBoard(b.device(), b.settings(), sign=False) as sb:
+        a = sb.deploy(first)
+        assert a["bundle_uploaded"] and (b.workdir / "bundles" / f"{a['sha256']}.ecb").is_file()
+        sb.deploy(second)                             # the board now drops the first one
+        assert not (b.workdir / "bundles" / f"{a['sha256']}.ecb").exists()
+        again = sb.deploy(first)
+        assert again["bundle_uploaded"] and (b.workdir / "bundles" / f"{a['sha256']}.ecb").is_file()
+        res = sb.bench(first, batches=(1,), warmup=1, iters=3)
+    assert res["parity"]["ok"] and res["bundle"]["sha256"] == a["sha256"]
+    monkeypatch.undo()             # put the shared board's bundle back for the tests after this one
+    with SSHBoard(b.device(), b.settings(), sign=False) as sb:
+        assert sb.deploy(installed_board["bundle"])["bundle_uploaded"]
+
+
 def test_every_remote_argument_arrives_intact(board):
     weird = ["a b", "it's", 'say "hi"', "$(touch /tmp/pwned)", "`id`", "*", "semi;colon", "new\nline", "ünï", "",
              "--flag", "back\\slash"]

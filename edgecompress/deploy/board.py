@@ -26,6 +26,7 @@ from .inventory import Device
 from .local import cache_dir
 
 log = logging.getLogger("edgecompress.deploy")
+_WARNED: set = set()
 
 
 def _quiet(msg: str) -> None:
@@ -106,7 +107,8 @@ class SSHBoard:
             if target.arch != arch:
                 raise InventoryError(f"{self.conn.label}: devices.toml gives target {target.name} ({target.arch}) "
                                      f"but the board reports {machine}; fix 'target' for this device")
-            if target.python != python:
+            if target.python != python and (self.name, target.name, python) not in _WARNED:
+                _WARNED.add((self.name, target.name, python))      # once per board, not per session
                 log.warning("%s: target %s expects Python %s, the board has %s; building for the board's",
                             self.name, target.name, target.python, python)
             tags = list(target.platform_tags)
@@ -210,6 +212,8 @@ class SSHBoard:
         runtime = self._install_runtime(progress, bundle_check=[f"bundles/{sha}.ecb"])
         inst = self._installer
         remote, uploaded = inst.put_bundle(local, sha)
+        for gone in getattr(inst, "pruned", []):   # the board keeps the newest bundles only
+            self._deployed.pop(gone, None)
         out = {"device": self.name, "address": self.conn.address, "bundle": str(bundle), "uploaded_file": str(local),
                "sha256": sha, "size_bytes": local.stat().st_size, "remote_path": remote,
                "bundle_uploaded": uploaded, "signed": local != Path(bundle) or bool(read_bundle(local).signature),

@@ -641,10 +641,18 @@ class Installer:
         rel = f"bundles/{sha}.ecb"
         self._ensure_checked([rel])
         up, _, _ = self.upload([Upload(Path(path), sha, Path(path).stat().st_size, rel)])
+        self.pruned = []
         if up:
-            self.conn.run([self.python, "-c", _PRUNE_BUNDLES,
-                           json.dumps({"work": self.work, "keep": KEEP_BUNDLES, "protect": [f"{sha}.ecb"]})],
-                          timeout=60, check=False, what="pruning old bundles")
+            r = self.conn.run([self.python, "-c", _PRUNE_BUNDLES,
+                               json.dumps({"work": self.work, "keep": KEEP_BUNDLES, "protect": [f"{sha}.ecb"]})],
+                              timeout=60, check=False, what="pruning old bundles")
+            try:       # the hashes of the bundles it removed: callers drop them from their caches
+                self.pruned = [f[:-len(".ecb")] for f in json.loads(r.stdout.strip().splitlines()[-1])]
+            except (ValueError, IndexError, TypeError, AttributeError):
+                self.pruned = []
+            gone = {f"bundles/{h}.ecb" for h in self.pruned}
+            self.state["have"] = [h for h in self.state.get("have", []) if h not in gone]
+            self.checked -= gone
         return self._abs(rel), bool(up)
 
     def install_trusted_key(self, key_id: str, public_line: str) -> None:

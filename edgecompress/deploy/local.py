@@ -73,7 +73,10 @@ class LocalBoard:
         a no-op when that exact wheel is already installed."""
         wheel = build_runtime_wheel()
         stamp = self.venv / ".edgecompress-wheel"
-        if self.python.exists() and stamp.exists() and stamp.read_text() == wheel.name + str(wheel.stat().st_size):
+        # the wheel's directory is named after the source tree's hash: a one-character change
+        # to the runtime can keep the wheel's name and size
+        ident = f"{wheel.parent.name}/{wheel.name}"
+        if self.python.exists() and stamp.exists() and stamp.read_text() == ident:
             return {"wheel": wheel.name, "installed": False}
         if not self.python.exists():
             progress(f"creating the board venv at {self.venv}")
@@ -83,7 +86,7 @@ class LocalBoard:
                             str(wheel)], capture_output=True, text=True)
         if r.returncode != 0:
             raise DeployError(f"pip install on the board failed: {r.stderr.strip()[-800:]}")
-        stamp.write_text(wheel.name + str(wheel.stat().st_size))
+        stamp.write_text(ident)
         return {"wheel": wheel.name, "installed": True}
 
     def packages(self) -> dict[str, str]:
@@ -92,13 +95,14 @@ class LocalBoard:
         return {p["name"].lower(): p["version"] for p in json.loads(r.stdout)}
 
     def bench(self, bundle, batches=(1, 64, 256), warmup=20, iters=200, backend="auto",
-              timeout_s: float = 600) -> dict:
+              timeout_s: float = 600, min_seconds: float = 0.0) -> dict:
         """Run ``edgecompress-runtime bench`` in the board venv; return its JSON."""
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "bench.json"
             cmd = [str(self.venv / "bin" / "edgecompress-runtime"), "bench", str(bundle),
                    "--batch", ",".join(str(b) for b in batches), "--warmup", str(warmup),
-                   "--iters", str(iters), "--backend", backend, "--json", str(out)]
+                   "--iters", str(iters), "--backend", backend, "--json", str(out)] + \
+                (["--min-seconds", str(min_seconds)] if min_seconds else [])
             try:
                 r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
             except subprocess.TimeoutExpired:

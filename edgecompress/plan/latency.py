@@ -204,7 +204,11 @@ class LatencyModel:
                 kept += 4.0 * batch * prof.values.get(out, 0.0)
         if hasattr(t, "memory"):
             by_op["kept memory"] = t.memory(kept)
+        parts = sum(by_op.values())
+        if getattr(t, "has_graph_fit", False):
+            by_op["graph fit"] = t.graph_correction(batch, parts, len(program.graph["nodes"])) - parts
         describe = getattr(t, "describe", None)
-        return {"total_s": sum(by_op.values()), "by_op": by_op, "by_node": by_node, "batch": batch,
+        return {"total_s": sum(by_op.values()), "parts_s": parts, "nodes": len(program.graph["nodes"]),
+                "by_op": by_op, "by_node": by_node, "batch": batch,
                 "source": describe() if describe else "measured table",
                 "emulated": bool(getattr(t, "emulated", False))}

@@ -39,6 +39,18 @@ roughly power laws of sizes and span decades):
   linear in bytes between the measured totals (0 at 0, the last slope beyond).
 - ``validate_cost(inputs)``: the runtime's input checks, linear fits per input kind
   (fixed + per id field + per value).
+- ``graph_fit`` (``edgecompress calibrate`` adds it on the host): per calibrated batch
+  size a scale and a per-node term fitted by least squares (relative error) on whole
+  probe models measured on the device, so ``estimate = scale * sum_of_parts +
+  per_node_s * nodes``. The micro-benchmarks time each building block in a tight
+  loop; inside a model's run code and data are colder and numpy's per-call costs
+  differ, which a per-part sum cannot see. Between fitted batch sizes scale and
+  per-node term are linear in log(batch), flat outside. ``graph_fit=False`` when
+  constructing the table turns it off (the raw sum of parts).
+
+Version 2: the runtime keeps freed run memory in the process and frees each
+intermediate after its last use (``edgecompress_runtime/allocator.py``), which
+changed what a run costs; version 1 tables described the old runtime.
 """
 from __future__ import annotations
 
@@ -54,7 +66,7 @@ import numpy as np
 from ..errors import TargetError
 
 SCHEMA = "edgecompress.latency-table"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 ENV_DIR = "EDGECOMPRESS_LATENCY_DIR"
 MAX_SLOPE = 1.25
 
@@ -143,8 +155,9 @@ class Grid:
 class LatencyTable:
     """A device's measured costs (see the module doc); the methods return seconds or None."""
 
-    def __init__(self, data: dict, source: str = "<dict>"):
+    def __init__(self, data: dict, source: str = "<dict>", graph_fit: bool = True):
         self.source = str(source)
+        self.use_graph_fit = graph_fit
         check_schema(data, self.source)
         self.data = data
         try:
@@ -198,6 +211,23 @@ class LatencyTable:
             if generic else (self.op_overhead_s, 0.0)
         self.validate = d.get("validate")
         self.predict_overhead_s = float(d.get("predict_overhead_s", 0.0))
+        fit = sorted((int(r["batch"]), float(r["scale"]), float(r["per_node_s"]))
+                     for r in (d.get("graph_fit") or {}).get("points", []))
+        self._fit = fit if (fit and self.use_graph_fit) else None
+
+    @property
+    def has_graph_fit(self) -> bool:
+        return self._fit is not None
+
+    def graph_correction(self, batch: int, parts_s: float, nodes: int) -> float:
+        """The whole-model estimate from the sum of parts (see ``graph_fit`` in the module doc)."""
+        if self._fit is None:
+            return parts_s
+        xs = [math.log(b) for b, _, _ in self._fit]
+        lb = math.log(max(batch, 1))
+        scale = float(np.interp(lb, xs, [f[1] for f in self._fit]))
+        per_node = float(np.interp(lb, xs, [f[2] for f in self._fit]))
+        return max(scale * parts_s + per_node * nodes, 0.25 * parts_s)
 
     # -- what LatencyModel asks
     def gather(self, rows: int, dim: int, bits: int, n: float, stored_rows: int | None = None) -> float | None:
@@ -268,7 +298,8 @@ class LatencyTable:
 
     def describe(self) -> str:
         emu = " (EMULATED: describes the emulator, not a device)" if self.emulated else ""
-        return f"measured table {self.device or Path(self.source).stem}{emu}"
+        fit = " + graph fit" if self._fit is not None else ""
+        return f"measured table {self.device or Path(self.source).stem}{fit}{emu}"
 
     @classmethod
     def load(cls, path) -> "LatencyTable":

@@ -27,8 +27,10 @@ What is measured (seconds per call, the median over timed blocks):
 - ``graph_context``: per batch size, what a node costs inside a whole run of a
   DLRM-shaped graph beyond its call in a tight loop (whole run - tight-loop calls -
   dispatch - kept memory, per node); the host adds it to every node.
-- ``memory``: extra seconds per run for the output bytes a graph run keeps alive
-  (the executor holds every node's output until the run ends), by total bytes.
+- ``memory``: extra seconds per run for the output bytes a graph run allocates, beyond
+  the same calls outside the executor, by total bytes. Near zero since the executor
+  frees each value after its last use and the allocator keeps freed blocks
+  (allocator.py); it was 2-3x of a run's time when neither was done.
 - ``predict_overhead_s``: what ``Model.predict`` adds around the checks and the run.
 - ``validate``: the runtime's input checks in ``predict()`` (``inputs.validate``):
   c0 (no inputs) plus, per dense input, fixed + per value, and per ids input,
@@ -48,12 +50,13 @@ import time
 import numpy as np
 
 from . import ops
+from .allocator import tune
 from .backends.numpy_graph import GraphExecutor
 from .params import DEQUANT_AT_LOAD_BYTES, Param, pack_bits
 from .sysinfo import emulation, system_facts
 
 SCHEMA = "edgecompress.latency-table"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 FULL = {
     "gather_rows": [1_000, 30_000, 300_000], "gather_dims": [8, 32, 64], "gather_bits": [32, 8, 4, 2],
@@ -413,25 +416,28 @@ def measure_graph_context(cfg, rng, batches, dispatch_s: float, memory: list) ->
         kept = sum(env[node["out"]].nbytes for node in graph["nodes"]
                    if node["op"] not in _VIEWS and isinstance(env[node["out"]], np.ndarray))
         mem_s = float(np.interp(kept, xs, ys)) if mem else 0.0
-        trials = []
-        for _ in range(3):        # a difference of two measurements: the median of three is steadier
-            whole = _timer(lambda: ex.run(feeds), cfg)
+        wholes, tights = [], []
+        for _ in range(5):
+            wholes.append(_timer(lambda: ex.run(feeds), cfg))
             tight = 0.0
             for fn, resolvers, _o in ex._steps:
                 args = [r(env) for r in resolvers]
                 tight += _timer(lambda: fn(*args), cfg)
-            trials.append((whole - tight - n * dispatch_s - mem_s, whole, tight))
-        per, whole, tight = sorted(trials)[1]
+            tights.append(tight)
+        # the least of 5 of each: on a shared VM a slow stretch of tens of ms inflated one of them
+        # in some runs (b=1: 84 instead of ~50 us), i.e. 1.4 us on every node of every model
+        whole, tight = min(wholes), min(tights)
+        per = whole - tight - n * dispatch_s - mem_s
         out.append({"batch": int(b), "nodes": n, "whole_s": whole, "tight_sum_s": tight, "kept_bytes": int(kept),
                     "memory_s": mem_s, "per_node_s": max(per / n, -dispatch_s)})
     return out
 
 
 def measure_memory(cfg, rng, quick: bool) -> list[dict]:
-    """Extra seconds per run for the memory a graph run keeps alive (every node's output
-    stays in the executor's environment until the run ends; fresh pages fault in after
-    the allocator returns them): a 16-node graph of relu with its outputs kept, minus the
-    same 16 relu calls with each output freed at once, by total kept bytes."""
+    """Extra seconds per run for the memory a graph run allocates (fresh pages fault in
+    whenever the allocator has returned them to the kernel): a 16-node graph of relu run
+    by the executor, minus the same 16 relu calls with each output freed at once, by
+    total bytes allocated."""
     nodes = 16
     out = []
     kib = 1 << 10
@@ -505,6 +511,7 @@ def calibrate(batches=(1, 64, 256), quick: bool = False, label: str | None = Non
     """Run every micro-benchmark; returns the table as a dict (see module doc)."""
     if backend != "numpy":
         raise ValueError(f"calibration measures the numpy backend only, not {backend!r}")
+    tune()                       # the allocator settings load() uses, so runs cost what they cost there
     cfg = QUICK if quick else FULL
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()

@@ -94,7 +94,9 @@ def load(path, backend: str = "auto") -> Model:
     policy (see signing.py: with trusted keys installed, only bundles signed by
     one of them load), and prepare ``backend`` ("auto" picks the target's
     preferred installed backend)."""
+    from .allocator import tune
     from .signing import check
+    tune()                      # keep freed run memory in the process (see allocator.py)
     bundle = read_bundle(path)
     signature = check(bundle)
     model = Model(bundle, backend=backend)

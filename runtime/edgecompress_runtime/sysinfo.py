@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 
+from .allocator import tune
+
 
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MiB.
@@ -103,4 +105,5 @@ def system_facts() -> dict:
         "numpy": np.__version__,
         "blas": blas_info(),
         "thread_env": threads,
+        "allocator": tune(),
     }

@@ -33,6 +33,28 @@ class GraphExecutor:
         self._params, self._consts = params, constants
         self._steps = [(OPS[n["op"]], [self._resolver(a) for a in n.get("args", [])], n["out"])
                        for n in nodes]
+        self._frees = self._last_uses(nodes)
+
+    def _last_uses(self, nodes) -> list[tuple]:
+        """Per step, the values no later step reads: run() drops them right away, so a
+        run keeps only live intermediates (lower peak memory, warm reused blocks)."""
+        last: dict[str, int] = {}
+
+        def reads(a, i):
+            if isinstance(a, dict) and "v" in a:
+                last[a["v"]] = i
+            elif isinstance(a, list):
+                for x in a:
+                    reads(x, i)
+        for i, n in enumerate(nodes):
+            for a in n.get("args", []):
+                reads(a, i)
+            last.setdefault(n["out"], i)          # never read: free after its own step
+        frees: list[list] = [[] for _ in nodes]
+        for name, i in last.items():
+            if name not in self.outputs:
+                frees[i].append(name)
+        return [tuple(f) for f in frees]
 
     def _resolver(self, a):
         if isinstance(a, dict):
@@ -59,10 +81,14 @@ class GraphExecutor:
         """Outputs for ``feeds``; with ``keep`` (value names) the whole
         environment is returned instead, for calibration on the host."""
         env = dict(feeds)
-        for fn, resolvers, out in self._steps:
-            env[out] = fn(*[r(env) for r in resolvers])
         if keep is not None:
+            for fn, resolvers, out in self._steps:
+                env[out] = fn(*[r(env) for r in resolvers])
             return env
+        for (fn, resolvers, out), frees in zip(self._steps, self._frees):
+            env[out] = fn(*[r(env) for r in resolvers])
+            for k in frees:
+                env.pop(k, None)
         outs = [env[o] for o in self.outputs]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
