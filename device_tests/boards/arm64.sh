@@ -199,18 +199,23 @@ cmd_start() {
     local t0; t0=$(now)
     mkdir -p "$STATE_BASE"
     if [ "${1:-auto}" = auto ]; then
-        # claim a free index: creating its state dir is atomic, so concurrent runs never share one
+        # claim a free index: creating its state dir is atomic, so concurrent runs never share one;
+        # the namespace name is global to the machine (runs with another state dir, other users),
+        # so creating the namespace is part of the claim: an index whose namespace exists is taken
         local k claimed=0
         for k in $(seq 1 255); do
             board_vars "$k"
-            if mkdir "$STATE" 2>/dev/null; then claimed=1; break; fi
+            mkdir "$STATE" 2>/dev/null || continue
+            if ip netns add "$NS" 2>/dev/null; then claimed=1; break; fi
+            rmdir "$STATE"
         done
         [ $claimed = 1 ] || { say "no free board index in $STATE_BASE (stop old boards with: $0 stop N)"; exit 1; }
-        ip netns del "$NS" 2>/dev/null || true; ip link del "$VH" 2>/dev/null || true
+        ip link del "$VH" 2>/dev/null || true
     else
         board_vars "$1"
         cmd_stop "$N" 2>/dev/null || true        # the caller owns index N: clear leftovers
         mkdir "$STATE"
+        ip netns add "$NS"
     fi
     trap 'cmd_stop "$N" >/dev/null 2>&1' ERR
     mkdir -p "$ROOT"; chmod 755 "$STATE"
@@ -257,8 +262,7 @@ LogLevel INFO
 EOF
     mount -t proc proc "$ROOT/proc"
     mount --bind /dev "$ROOT/dev"
-    # the namespace, its veth pair and addresses
-    ip netns add "$NS"
+    # the namespace's veth pair and addresses (the namespace itself was created with the claim)
     ip link add "$VH" type veth peer name "$VB"
     ip link set "$VB" netns "$NS"
     ip addr add "$HOST_IP/24" dev "$VH"; ip link set "$VH" up

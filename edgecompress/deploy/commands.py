@@ -8,19 +8,10 @@ import os
 import sys
 from pathlib import Path
 
+from edgecompress_runtime.cli import batch_sizes as _batches   # one parser for "1,64,256" on both sides
+
 from ..errors import EdgecompressError, FarmError, InventoryError
 from .connection import PASSWORD_ENV, SSHSettings
-
-
-def _batches(text: str) -> list[int]:
-    import argparse
-    try:
-        out = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"batch sizes must be integers like 1,64,256, got {text!r}") from None
-    if not out or any(b <= 0 for b in out):
-        raise argparse.ArgumentTypeError(f"batch sizes must be positive, got {text!r}")
-    return out
 
 
 def add_ssh_args(p, device: bool = True) -> None:

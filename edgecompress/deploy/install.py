@@ -42,6 +42,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgecompress_runtime.bundle import file_sha256
+
 from ..errors import (ConnectionLostError, DeployError, DiskFullError, RemoteCommandError,
                       SignatureError)
 from .connection import Connection
@@ -53,7 +55,6 @@ TRUST_DIR = ".config/edgecompress-runtime/trusted_keys"   # relative to the boar
 KEEP_VERSIONS = 2
 KEEP_BUNDLES = 20
 
-
 _hash_cache: dict[tuple, str] = {}
 
 
@@ -63,16 +64,8 @@ def sha256_file(path) -> str:
     st = os.stat(path)
     key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
     if key not in _hash_cache:
-        _hash_cache[key] = _sha256(path)
+        _hash_cache[key] = file_sha256(path)
     return _hash_cache[key]
-
-
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------- host side: wheels

@@ -12,8 +12,6 @@ store; from then on the runtime there refuses unsigned or foreign-signed bundles
 """
 from __future__ import annotations
 
-import base64
-import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -105,9 +103,7 @@ def load_key(directory: Path | None = None, required: bool = True) -> SigningKey
 
 
 def signature_for(manifest_bytes: bytes, key: SigningKey) -> bytes:
-    return json.dumps({"alg": signing.ALG, "key_id": key.key_id,
-                       "signature": base64.b64encode(key.sign(manifest_bytes)).decode()},
-                      sort_keys=True).encode()
+    return signing.signature_file(key.key_id, key.sign(manifest_bytes))
 
 
 def signed_by(path, key: SigningKey) -> bool:

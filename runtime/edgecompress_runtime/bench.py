@@ -3,21 +3,13 @@ warm-up, then timed iterations per batch size with p50/p90/p99, mean, CV,
 throughput, peak RSS, machine facts and parity against the host's outputs."""
 from __future__ import annotations
 
-import hashlib
 import time
 
 import numpy as np
 
+from .bundle import file_sha256
 from .model import load
 from .sysinfo import emulation, peak_rss_mb, system_facts
-
-
-def _file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def batch_from_reference(ref: dict, batch: int, seed: int = 0) -> dict:
@@ -65,7 +57,7 @@ def bench(path, batches=(1, 64, 256), warmup: int = 20, iters: int = 200, backen
     prediction = _prediction(m, model.backend, results)
     return {
         "schema": "edgecompress.bench/1",
-        "bundle": {"path": str(path), "sha256": _file_sha256(path), "size_bytes": model.bundle.size,
+        "bundle": {"path": str(path), "sha256": file_sha256(path), "size_bytes": model.bundle.size,
                    "format_version": m.get("format_version"), "model": m.get("model", {}),
                    "plan": [p.get("pass") for p in m.get("plan", [])], "target": m.get("target", {}).get("name"),
                    "signature": getattr(model, "signature", None)},

@@ -108,6 +108,15 @@ class Bundle:
             raise BundleError(f"{self.path}: member {member!r} is not a plain .npy array ({e})") from None
 
 
+def file_sha256(path) -> str:
+    """sha256 hex digest of a file, read in 1 MiB chunks (the host's deployer uses it too)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def read_bundle(path) -> Bundle:
     """Open, check and hash-verify a bundle. Every failure is a BundleError
     saying what is wrong; nothing from zipfile or json escapes."""

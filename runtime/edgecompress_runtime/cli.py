@@ -8,7 +8,8 @@ import sys
 from .errors import RuntimeErrorBase
 
 
-def _batches(text: str) -> list[int]:
+def batch_sizes(text: str) -> list[int]:
+    """argparse type for "1,64,256" (the host's CLI uses it too)."""
     try:
         out = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
     p.set_defaults(fn=_verify)
     p = sub.add_parser("bench", help="benchmark latency, memory and parity on this device")
     p.add_argument("bundle")
-    p.add_argument("--batch", type=_batches, default=[1, 64, 256], help="batch sizes, e.g. 1,64,256")
+    p.add_argument("--batch", type=batch_sizes, default=[1, 64, 256], help="batch sizes, e.g. 1,64,256")
     p.add_argument("--warmup", type=_positive, default=20, help="untimed runs per batch size (default 20)")
     p.add_argument("--iters", type=_positive, default=200, help="timed runs per batch size (default 200)")
     p.add_argument("--min-seconds", type=float, default=0.0, help="keep timing at least this long per batch")
@@ -105,7 +106,7 @@ def main(argv=None) -> int:
     p.set_defaults(fn=_bench)
     p = sub.add_parser("calibrate", help="micro-benchmark the ops the host's latency model uses; write a table")
     p.add_argument("--json", help="write the latency table here (JSON, schema edgecompress.latency-table/1)")
-    p.add_argument("--batch", type=_batches, default=[1, 64, 256], help="batch sizes for Linear / bmm")
+    p.add_argument("--batch", type=batch_sizes, default=[1, 64, 256], help="batch sizes for Linear / bmm")
     p.add_argument("--quick", action="store_true", help="a smaller grid, for emulated or slow boards")
     p.add_argument("--label", help="a label stored in the table (e.g. 'emulated')")
     p.add_argument("--backend", default="numpy", help="only numpy is calibrated")

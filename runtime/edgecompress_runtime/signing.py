@@ -97,6 +97,12 @@ def parse_signature(data: bytes, path: str) -> dict:
     return {"alg": ALG, "key_id": sig["key_id"], "signature": sig["signature"]}
 
 
+def signature_file(key_id: str, signature: bytes) -> bytes:
+    """The bytes of ``manifest.sig`` (what ``parse_signature`` reads; the host's signer writes it)."""
+    return json.dumps({"alg": ALG, "key_id": key_id, "signature": base64.b64encode(signature).decode()},
+                      sort_keys=True).encode()
+
+
 def signature_bytes(sig: dict) -> bytes:
     return base64.b64decode(sig["signature"])
 
