@@ -116,6 +116,10 @@ def run_board(kind: str, models, args, work: Path, say) -> dict:
                 say(f"[{kind}] trial {trial + 1} failed: {tr['error']}")
             tr["load_after"] = _load()
             out["trials"].append(tr)
+            if "validation" in tr:            # the page `calibrate --validate --report` writes, per trial
+                from edgecompress.calibration_report import render_html
+                page = Path(args.out).with_name(f"calibration-{kind}-trial{trial + 1}.html")
+                page.write_text(render_html({"table": table, "validation": tr["validation"]}))
         trials = [t for t in out["trials"] if "validation" in t]
         if not trials:
             return out

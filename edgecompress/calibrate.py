@@ -579,6 +579,11 @@ def calibrate_cmd(args) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(res, indent=1, default=str))
         print(f"full results: {args.json}")
+    if args.report:
+        from .calibration_report import render_html
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(render_html(res))
+        print(f"report: {args.report}")
     return 0
 
 
@@ -599,4 +604,6 @@ def add_calibrate_parser(sub) -> None:
     g.add_argument("--iters", type=int, default=100, help="with --validate: timed runs per batch (default 100)")
     g.add_argument("--small", action="store_true", help="with --validate: one small model only (faster)")
     g.add_argument("--json", help="write the table and the validation report to this JSON file")
+    g.add_argument("--report", help="write an HTML page (predicted vs measured plot, errors per batch size, the "
+                                    "graph fit, every measurement) to this file")
     p.set_defaults(fn=calibrate_cmd)

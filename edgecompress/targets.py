@@ -218,11 +218,15 @@ class Target:
 
 
 def targets_dir() -> Path:
-    """Directory of the profiles: ``$EDGECOMPRESS_TARGETS`` if set, else the repo's ``targets/``."""
+    """Directory of the profiles: ``$EDGECOMPRESS_TARGETS`` if set, else the source tree's
+    ``targets/`` (editable install), else the copy a built wheel carries (``edgecompress/_targets``,
+    made by setup.py)."""
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parent.parent / "targets"
+    here = Path(__file__).resolve().parent
+    repo = here.parent / "targets"
+    return repo if repo.is_dir() or not (here / "_targets").is_dir() else here / "_targets"
 
 
 def _available(directory: Path) -> list[str]:

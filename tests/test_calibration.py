@@ -213,6 +213,10 @@ def test_calibrate_and_validate_on_the_local_board(tmp_path, monkeypatch, capsys
     assert all(r["parts_s"] > 0 for r in v["rows"])
     assert all(r["measured_p50_s"] > 0 and r["after_s"] > 0 and r["before_s"] > 0 for r in v["rows"])
     assert "median APE" in capsys.readouterr().out
+    from edgecompress.calibration_report import render_html
+    page = render_html(out)
+    assert page.count("<circle") == 2 * len(v["rows"]) and "Graph fit" in page and "EMULATED" not in page
+    assert all(f"<td>{r['plan']}</td>" in page for r in v["rows"])
 
 
 def _fit_rows(scale: float, per_node: float, rng, outlier: bool = False) -> list[dict]:

@@ -349,3 +349,35 @@ def test_parse_latency_good(text, expected):
 def test_parse_latency_bad(text):
     with pytest.raises(TargetError, match="invalid latency"):
         parse_latency(text)
+
+
+def test_a_built_wheel_carries_the_target_profiles(tmp_path):
+    """`pip install edgecompress` (not editable) has no source tree: the wheel carries the
+    profiles as edgecompress/_targets, and targets_dir() finds them there."""
+    import subprocess
+    import zipfile
+    from pathlib import Path
+    repo = Path(__file__).resolve().parent.parent
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy(repo / name, src / name)
+    for d in ("edgecompress", "targets"):
+        shutil.copytree(repo / d, src / d, ignore=shutil.ignore_patterns("__pycache__", "_targets"))
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                        "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    wheel = next((tmp_path / "dist").glob("edgecompress-*.whl"))
+    shipped = sorted(p.name for p in (repo / "targets").glob("*.toml"))
+    with zipfile.ZipFile(wheel) as zf:
+        inside = sorted(n.rsplit("/", 1)[1] for n in zf.namelist() if n.startswith("edgecompress/_targets/"))
+        assert inside == shipped and len(shipped) >= 5
+        zf.extractall(tmp_path / "site")
+    env = {k: v for k, v in os.environ.items() if k != "EDGECOMPRESS_TARGETS"}
+    env["PYTHONPATH"] = str(tmp_path / "site")
+    r = subprocess.run([sys.executable, "-c", "import edgecompress.targets as t; print(t.targets_dir()); "
+                        "print(t.load_target('raspberry-pi-4').name)"],
+                       capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    where, name = r.stdout.split()
+    assert where == str(tmp_path / "site" / "edgecompress" / "_targets") and name == "raspberry-pi-4"

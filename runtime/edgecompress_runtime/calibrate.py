@@ -506,6 +506,29 @@ def measure_predict(cfg, rng) -> float:
     return max(t_pred - t_val - t_run, 0.0)
 
 
+# Every grid is measured this many times, in separate passes, and each entry keeps the least:
+# on a shared VM a slow stretch of tens of ms now and then inflated a whole measurement
+# (one pass's Linear costs at batch 256 came out 1.5x), which a median inside one pass
+# cannot see. A slow stretch only ever adds time, so the lesser value is the device's.
+PASSES = 2
+
+
+def _lesser(passes: list[list[dict]]) -> list[dict]:
+    """Rows of the first pass, each with the least ``s`` any pass measured for the same point."""
+    best: dict = {}
+    for rows in passes:
+        for r in rows:
+            k = tuple(sorted((f, v) for f, v in r.items() if f != "s"))
+            best[k] = min(best.get(k, r["s"]), r["s"])
+    return [{**r, "s": best[tuple(sorted((f, v) for f, v in r.items() if f != "s"))]} for r in passes[0]]
+
+
+def _lesser_ops(passes: list[dict]) -> dict:
+    """Per op type the least fixed and per-value cost of the passes (raw points of the first)."""
+    return {op: {k: (min(p[op][k] for p in passes) if k in ("fixed_s", "per_value_s") else x)
+                 for k, x in v.items()} for op, v in passes[0].items()}
+
+
 def calibrate(batches=(1, 64, 256), quick: bool = False, label: str | None = None, backend: str = "numpy",
               progress=None, seed: int = 0) -> dict:
     """Run every micro-benchmark; returns the table as a dict (see module doc)."""
@@ -526,7 +549,8 @@ def calibrate(batches=(1, 64, 256), quick: bool = False, label: str | None = Non
         "dequant_at_load_bytes": DEQUANT_AT_LOAD_BYTES,
     }
     say = progress or (lambda m: None)
-    table["ops"] = measure_ops(cfg, rng, quick)
+    table["passes"] = PASSES
+    table["ops"] = _lesser_ops([measure_ops(cfg, rng, quick) for _ in range(PASSES)])
     table["dispatch_s"] = table["ops"]["identity"]["fixed_s"]
     table["mixed"] = measure_mixed(cfg, rng, table["ops"], table["dispatch_s"])
     table["op_overhead_s"] = float(np.median([v["fixed_s"] for k, v in table["ops"].items()
@@ -536,10 +560,10 @@ def calibrate(batches=(1, 64, 256), quick: bool = False, label: str | None = Non
     table["graph_context"] = measure_graph_context(cfg, rng, batches, table["dispatch_s"], table["memory"])
     table["validate"] = measure_validate(cfg, rng)
     table["predict_overhead_s"] = measure_predict(cfg, rng)
-    table["gather"] = measure_gathers(cfg, rng, say)
-    table["remap"] = measure_remap(cfg, rng)
-    table["linear"] = measure_linears(cfg, rng, batches, say)
-    table["bmm"] = measure_bmm(cfg, rng, batches)
+    table["gather"] = _lesser([measure_gathers(cfg, rng, say) for _ in range(PASSES)])
+    table["remap"] = _lesser([measure_remap(cfg, rng) for _ in range(PASSES)])
+    table["linear"] = _lesser([measure_linears(cfg, rng, batches, say) for _ in range(PASSES)])
+    table["bmm"] = _lesser([measure_bmm(cfg, rng, batches) for _ in range(PASSES)])
     table["seconds"] = time.perf_counter() - t0
     say(f"calibration took {table['seconds']:.1f} s")
     return table
