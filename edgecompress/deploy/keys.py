@@ -13,7 +13,6 @@ store; from then on the runtime there refuses unsigned or foreign-signed bundles
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,11 +73,11 @@ def init_key(directory: Path | None = None, force: bool = False, comment: str | 
     private = Ed25519PrivateKey.generate()
     pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-    _write_atomic(path, pem, mode=0o600)
+    fmt.write_atomic(path, pem, mode=0o600)
     if comment is None:
         comment = f"edgecompress@{os.uname().nodename}"
     pub = signing.format_public_key(_raw_public(private), comment)
-    _write_atomic(path.with_name(KEY_NAME + ".pub"), pub.encode(), mode=0o644)
+    fmt.write_atomic(path.with_name(KEY_NAME + ".pub"), pub.encode(), mode=0o644)
     return SigningKey(path=path, public_key=_raw_public(private), _private=private)
 
 
@@ -120,18 +119,5 @@ def sign_bundle(src, dst=None, key: SigningKey | None = None) -> Path:
     dst = Path(dst) if dst is not None else src
     b = fmt.read_bundle(src)  # raises BundleError for anything corrupt
     data = fmt.with_signature(src.read_bytes(), signature_for(b.manifest_bytes, key))
-    _write_atomic(dst, data, mode=0o644)
+    fmt.write_atomic(dst, data, mode=0o644)
     return dst
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -74,18 +74,24 @@ def bundle_bytes(manifest: dict, members: dict[str, bytes]) -> bytes:
 
 def write_bundle(path, manifest: dict, members: dict[str, bytes]) -> int:
     """Write atomically (temp file + rename): a failure leaves nothing at ``path``."""
-    path = Path(path)
     data = bundle_bytes(manifest, members)
+    write_atomic(Path(path), data)
+    return len(data)
+
+
+def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Temp file in the same directory + rename (the host's key files use it too)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        if mode is not None:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return len(data)
 
 
 @dataclass
