@@ -17,7 +17,8 @@ from edgecompress_runtime.model import Model
 
 from .errors import CompileError, DataError
 from .export.bundle import BundleDraft, program_members, provenance, reference_members
-from .graph import forward_input_names, lower
+from .graph import CallConvention, forward_input_names, lower
+from .graph.io import all_outputs_flat, head_logits, metric_index, source_predict_fn
 from .graph.spec import input_spec
 from .graph.torch_exec import ProgramModule
 from .passes import DEFAULT_PLAN, apply_plan
@@ -68,17 +69,19 @@ def _eval_views(data):
     return data, lambda fn: evaluate_ctr(fn, data), lambda fn: evaluate_ctr(fn, sub), "auc"
 
 
-def _check_data(model, ds) -> None:
+def _check_data(model, ds) -> CallConvention:
+    """How the model takes the data's inputs: named arguments, or one dict of all of them."""
+    call = CallConvention.infer(model, ds.inputs)
     names = forward_input_names(model)
-    have = set(ds.inputs)
-    missing = [n for n in names if n not in have]
+    missing = [n for n in names if n not in ds.inputs] if call.style == "named" else []
     if missing:
         raise DataError(f"the data has no input {missing[0]!r} that the model's forward() takes; "
-                        f"data inputs: {', '.join(sorted(have))}; forward() takes: {', '.join(names)}")
-    extra = sorted(have - set(names))
+                        f"data inputs: {', '.join(sorted(ds.inputs))}; forward() takes: {', '.join(names)}")
+    extra = sorted(set(ds.inputs) - set(call.names))
     if extra:
         raise DataError(f"data input {extra[0]!r} is not an argument of the model's forward() "
                         f"({', '.join(names)})")
+    return call
 
 
 def _check_ids_fit(program, ds) -> None:
@@ -97,13 +100,15 @@ def _check_ids_fit(program, ds) -> None:
                             "remap ids to 0..rows-1 or give the table more rows")
 
 
-def _torch_outputs(model, inputs: dict, names) -> np.ndarray:
+def _torch_outputs(model, inputs: dict, call: CallConvention) -> np.ndarray:
+    """Every head of the model on ``inputs``, flat (the bundle's reference layout)."""
+    tensors = {k: torch.as_tensor(inputs[k]) for k in call.names}
     with torch.no_grad():
         if isinstance(model, ProgramModule):
-            out = model(*[torch.as_tensor(inputs[k]) for k in names])
+            out = model(*[tensors[k] for k in call.names])
         else:
-            out = model(**{k: torch.as_tensor(v) for k, v in inputs.items()})
-    return out.detach().float().reshape(-1).numpy()
+            out = call(model, tensors)
+    return all_outputs_flat(out, len(next(iter(tensors.values()))))
 
 
 def _budgets(tgt: Target, memory_budget, latency_budget, explicit_plan: bool):
@@ -128,7 +133,9 @@ def _assemble(model, program, plan, tgt, ds, ref_inputs, ref_out, tol, oov_rows)
     members.update(ref_members)
     manifest = {
         "model": {"class": type(model).__name__, "task": ds.task,
-                  "output": getattr(model, "output", "logit" if ds.task == "ctr" else "score")},
+                  "output": program.outputs[program.metric_output]["form"] if program.outputs else "logit",
+                  "outputs": program.outputs, "metric_output": program.metric_output,
+                  "call": program.call.to_dict() if program.call is not None else None},
         "inputs": spec,
         "graph": program.graph,
         "params": params,
@@ -142,7 +149,7 @@ def _assemble(model, program, plan, tgt, ds, ref_inputs, ref_out, tol, oov_rows)
 
 
 def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_budget=None,
-            latency_budget=None, metric=None, train_data=None, oov_rows=None, report=None,
+            latency_budget=None, metric=None, metric_output=None, train_data=None, oov_rows=None, report=None,
             tolerance: float = 5e-4, formats=None, progress: bool = True, latency_table=None) -> CompileResult:
     """Compile ``model`` for ``target`` (a profile name, path or Target).
 
@@ -152,7 +159,8 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
     ``plan``: None searches the most accurate plan inside the budgets
     (``memory_budget`` like "8MB", ``latency_budget`` like "2ms@64"; both default
     to the target's); a list of pass configs replays that plan ([] = fp32).
-    ``metric``: auc | logloss | recall@10 | ndcg@10. Among plans within
+    ``metric``: auc | logloss | recall@10 | ndcg@10, measured on the output named
+    ``metric_output`` (multi-head models; default the first). Among plans within
     ``tolerance`` of the best metric the smallest wins. ``oov_rows``:
     {input: row or [row per field]} maps unknown ids to a fallback row.
     ``report``: a directory for report.json and report.html.
@@ -163,7 +171,7 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
     stored for ``target`` if calibrated (``edgecompress calibrate``), False = none
     (the profile's coefficients).
     Nothing is written at ``output`` unless every check passes."""
-    from .metrics import higher_is_better, torch_predict_fn
+    from .metrics import higher_is_better
 
     tgt = target if isinstance(target, Target) else load_target(target)
     explicit = plan is not None
@@ -174,22 +182,23 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
         higher_is_better(metric)
     except Exception:
         raise DataError(f"unknown metric {metric!r}; use auc, logloss, recall@10 or ndcg@10") from None
-    _check_data(model, ds)
+    call = _check_data(model, ds)
     model = model.eval()
     if len(ds) < 2:
         raise DataError("compile needs at least 2 rows of data")
-    names = forward_input_names(model)
+    names = call.names
     example = {k: np.asarray(ds.inputs[k][:8]) for k in names}
 
     steps = _Progress(progress, 6)
     steps.say("lowering with torch.export")
-    program = lower(model, example)
+    program = lower(model, example, call)
+    program.metric_output = metric_index(program.outputs, metric_output)
     _check_ids_fit(program, ds)
     train = getattr(train_data, "train", train_data) if train_data is not None else ds
     program.context.update(teacher=model, train_data=train, calibration_data=ds)
     fp32_bytes = program.param_bytes()
     steps.say("measuring the source model")
-    before = evaluate(torch_predict_fn(model))
+    before = evaluate(source_predict_fn(model, call, program.outputs, program.metric_output))
     if metric not in before:
         raise DataError(f"metric {metric!r} is not measured for {ds.task} data (have: {', '.join(before)})")
     latency_model = LatencyModel(tgt, shape_profile(program), table=_latency_table(tgt, latency_table))
@@ -219,7 +228,7 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
     # the reference for a compressed bundle is the compressed program run by
     # torch (ProgramModule), an implementation independent of the numpy runtime
     host_ref = ProgramModule(program).eval() if plan else model
-    ref_out = _torch_outputs(host_ref, ref_inputs, program.input_names)
+    ref_out = _torch_outputs(host_ref, ref_inputs, call)
     tol = PARITY_TOL["quantized" if quantized else "fp32"]
     manifest, members = _assemble(model, program, plan, tgt, ds, ref_inputs, ref_out, tol, oov_rows)
 
@@ -230,7 +239,7 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
     if not parity["ok"]:
         raise CompileError(f"runtime output differs from the host model by {parity['max_abs_diff']:.3g} "
                            f"(tolerance {tol:g}); this is a bug in a pass or an op, please report it")
-    after = evaluate(runtime_model.predict)
+    after = evaluate(_head_fn(runtime_model, program))
     latency = {str(b): latency_model.estimate(program, b)["total_s"]
                for b in sorted(set(tgt.batch_sizes) | {lat_batch})}
     manifest["metrics"] = {"host": {"before": before, "after": after, "fp32_param_bytes": fp32_bytes,
@@ -268,6 +277,13 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
                                      data=data, train=train, metric=metric, latency_model=latency_model)
     steps.done()
     return result
+
+
+def _head_fn(runtime_model, program):
+    """A runtime model's metric head as logits (what the metrics take)."""
+    def predict(inputs):
+        return head_logits(runtime_model.predict(inputs), program.outputs, program.metric_output)
+    return predict
 
 
 def _latency_table(tgt, spec=None):

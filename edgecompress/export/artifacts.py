@@ -31,6 +31,9 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from edgecompress_runtime.model import split_heads
+
+from ..graph.io import head_logits
 
 from edgecompress_runtime.backends._common import installed
 
@@ -166,8 +169,12 @@ def build_artifacts(program, plan, *, target, reference_inputs: dict, reference_
         if evaluate is not None:
             bar.set_postfix_str(f"measuring {fmt}")
 
-            def predict(inputs, _b=backend):
-                return np.asarray(_b.run(_feeds(program, inputs)), dtype=np.float32).reshape(-1)
+            def predict(inputs, _b=backend):     # the metric head, as logits
+                out = _b.run(_feeds(program, inputs))
+                if len(program.outputs) > 1:
+                    out = split_heads(out, program.outputs)
+                return np.asarray(head_logits(out, program.outputs, program.metric_output),
+                                  dtype=np.float32).reshape(-1)
             try:
                 meta["metrics"] = evaluate(predict)
             except Exception as e:  # noqa: BLE001 - parity passed; a metric failure is reported, not fatal

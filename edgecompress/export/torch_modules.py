@@ -169,6 +169,14 @@ class _QuantTablesModule(ProgramModule):
             self.qtables[key] = self.TABLE(p)
             del self.tables[key]                  # no fp32 copy in the artifact
 
+    def forward(self, *args, **kwargs):
+        # app formats carry one output: several heads travel side by side as [B, total width]
+        # and the runtime splits them by the widths the manifest records
+        out = super().forward(*args, **kwargs)
+        if isinstance(out, tuple):
+            out = torch.cat([o.reshape(o.shape[0], -1).to(torch.float32) for o in out], dim=1)
+        return out
+
     def _gather(self, pname: str, idx):
         key = _key(pname)
         if key not in self.qtables:

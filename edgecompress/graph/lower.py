@@ -8,8 +8,8 @@ op and where in the user's code it comes from.
 """
 from __future__ import annotations
 
-import inspect
 import operator
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +18,8 @@ import torch
 from edgecompress_runtime.ops import OPS
 
 from ..errors import CompileError, UnsupportedOpError
+from .aten import op_name, schema_args, to_json_value
+from .io import CallConvention, output_names
 
 aten = torch.ops.aten
 
@@ -115,6 +117,9 @@ class Program:
     input_names: list
     example: dict = field(default_factory=dict)
     index_sources: dict = field(default_factory=dict)   # table -> (input, field or None)
+    outputs: list = field(default_factory=list)         # [{"name", "form": logit | probability}] per graph output
+    metric_output: int = 0                              # the output metrics, the planner and distillation use
+    call: object = None                                 # CallConvention: how the source model takes inputs
     # not stored in the bundle: what passes may need (teacher model, training
     # data, id counts) and what they did (one record per changed parameter)
     context: dict = field(default_factory=dict)
@@ -129,7 +134,9 @@ class Program:
         import copy as _copy
         return Program(graph=_copy.deepcopy(self.graph), params=dict(self.params), constants=dict(self.constants),
                        roles=dict(self.roles), input_names=list(self.input_names), example=self.example,
-                       index_sources=dict(self.index_sources), context=self.context, log=list(self.log))
+                       index_sources=dict(self.index_sources), outputs=list(self.outputs), call=self.call,
+                       metric_output=self.metric_output,
+                       context=self.context, log=list(self.log))
 
     def tables(self) -> list[str]:
         return [n for n in self.params if self.roles.get(n) == "embedding"]
@@ -175,50 +182,150 @@ class StoredParam:
         return _dc.replace(self, **kw)
 
 
+def _frames(node) -> list[tuple[str, int, str, str]]:
+    """(file, line, function, source text) of the stack that created ``node``, outermost first."""
+    trace = node.meta.get("stack_trace") or ""
+    return [(m.group(1), int(m.group(2)), m.group(3), m.group(4).strip())
+            for m in re.finditer(r'File "([^"]+)", line (\d+), in (\S+)\n?([^\n]*)', trace)]
+
+
+def _is_library(path: str) -> bool:
+    return any(part in path for part in ("site-packages", "dist-packages", "/torch/", "/lib/python"))
+
+
 def _where(node) -> str:
-    trace = (node.meta.get("stack_trace") or "").strip().splitlines()
-    loc = " ".join(trace[-2:]).strip() if trace else ""
+    frames = _frames(node)
     stack = node.meta.get("nn_module_stack") or {}
     mod = list(stack.values())[-1][0] if stack else ""
-    parts = [p for p in (f"module {mod!r}" if mod else "", loc) if p]
+    parts = [f"module {mod!r}"] if mod else []
+    if frames:
+        f, line, fn, text = frames[-1]
+        parts.append(f"{f}:{line} in {fn}" + (f": {text}" if text else ""))
+        user = [fr for fr in frames if not _is_library(fr[0])]
+        if _is_library(f) and user:
+            parts.append("called from {}:{} in {}: {}".format(*user[-1]))
     return "; ".join(parts) or "unknown location"
 
 
-def export_model(model: torch.nn.Module, example: dict):
-    """torch.export with every input's first dim dynamic (the batch)."""
+def _unsupported_report(found: dict) -> str:
+    """One message listing every unsupported op: count, where, user code or library."""
+    lines = []
+    for name, nodes in sorted(found.items()):
+        frames = [_frames(n) for n in nodes]
+        user = [fr for fr in frames if fr and not _is_library(fr[-1][0])]
+        owner = "your code" if user else "library code" if any(frames) else "unknown code"
+        lines.append(f"  aten.{name} x{len(nodes)} ({owner}) at {_where(nodes[0])}")
+    return ("the model uses ops the bundle op set does not implement (Core ATen after torch.export "
+            f"decomposition): {len(found)} op(s)\n" + "\n".join(lines) +
+            "\nadd each with an ATen-named numpy function in edgecompress_runtime/ops_aten.py "
+            "(see docs/ops.md, 'Adding an op'), or replace that layer in your model")
+
+
+# Ops the passes act on are kept whole through decomposition; every other op
+# reaches us in its Core ATen form.
+PRESERVED = ("linear.default", "embedding.default", "embedding_bag.default", "embedding_bag.padding_idx")
+
+
+def decomposition_table() -> dict:
+    table = torch.export.default_decompositions()
+    for name in PRESERVED:
+        packet, over = name.split(".")
+        table.pop(getattr(getattr(aten, packet), over), None)
+    return table
+
+
+def _export_message(e: Exception) -> str:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return (f"the model does not export with torch.export ({type(e).__name__}: {first[:300]}); "
+            "make forward() free of data-dependent Python control flow (branches on tensor values, "
+            ".item(), variable-length loops), or compile with fixed shapes")
+
+
+def export_model(model: torch.nn.Module, call: "CallConvention", example: dict):
+    """torch.export with every input's first dim dynamic (the batch), decomposed to Core ATen."""
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
-    args = {k: torch.as_tensor(v) for k, v in example.items()}
-    dyn = {k: {0: batch} for k in args}
+    kwargs = call.pack({k: torch.as_tensor(v) for k, v in example.items()})
+    dyn = {k: ({n: {0: batch} for n in v} if isinstance(v, dict) else {0: batch}) for k, v in kwargs.items()}
     try:
-        return torch.export.export(model, (), kwargs=args, dynamic_shapes=dyn, strict=False)
-    except Exception as e:  # torch raises many kinds; the user needs the first line
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CompileError(f"the model does not export with torch.export ({type(e).__name__}: {first}); "
-                           "make forward() free of data-dependent Python control flow") from e
+        ep = torch.export.export(model, (), kwargs=kwargs, dynamic_shapes=dyn, strict=False)
+    except Exception as e:  # torch raises many kinds; the user needs the first line and what to try
+        if "batch" in str(e) and ("specializ" in str(e) or "Constraints violated" in str(e)):
+            # a model that fixes the batch dimension (e.g. a view with a literal batch size)
+            try:
+                ep = torch.export.export(model, (), kwargs=kwargs, strict=False)
+            except Exception:
+                raise CompileError(_export_message(e)) from e
+            else:
+                raise CompileError("the model fixes its batch size (torch.export specialised the batch "
+                                   f"dimension to {len(next(iter(example.values())))}); use x.shape[0] or -1 in "
+                                   "view/reshape instead of a literal batch size") from e
+        raise CompileError(_export_message(e)) from e
+    try:
+        return ep.run_decompositions(decomposition_table())
+    except Exception as e:
+        raise CompileError(f"torch.export could not decompose the model to Core ATen: {_export_message(e)}") from e
 
 
-def forward_input_names(model: torch.nn.Module) -> list[str]:
-    sig = inspect.signature(model.forward)
-    return [n for n, p in sig.parameters.items()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+_SHAPE_ONLY = {"view", "_unsafe_view", "reshape", "squeeze", "unsqueeze", "clone", "alias", "flatten", "_to_copy"}
 
 
-def lower(model: torch.nn.Module, example: dict) -> Program:
+def _output_form(node) -> str:
+    """"probability" when the output ends in a sigmoid or softmax (through reshapes), else "logit"."""
+    while isinstance(node, torch.fx.Node) and node.op == "call_function":
+        packet = op_name(node.target).split(".")[0]
+        if packet == "sigmoid":
+            return "probability"
+        if packet in ("_softmax", "softmax"):
+            return "probability"
+        if packet not in _SHAPE_ONLY:
+            break
+        node = node.args[0]
+    return "logit"
+
+
+def _node_op(node, ep):
+    """(bundle op, args) for one call_function node; None when unsupported; "skip" to drop it."""
+    target = node.target
+    if target in _PY_OPS:
+        return _PY_OPS[target], list(node.args)
+    name = op_name(target)
+    packet, _, over = name.partition(".")
+    if packet in _SKIP:
+        return "skip"
+    if packet == "embedding_bag":
+        return _embedding_bag(node, ep)
+    adapted = _adapt(packet, over or "default", node.args, node.kwargs)
+    if adapted is not None:
+        return adapted
+    if name in OPS and hasattr(target, "_schema"):
+        return name, [to_json_value(a) if not isinstance(a, torch.fx.Node) else a
+                      for a in schema_args(target, node.args, node.kwargs)]
+    return None
+
+
+def lower(model: torch.nn.Module, example: dict, call: CallConvention | None = None) -> Program:
     """Export ``model`` on ``example`` inputs (a dict of arrays, batch >= 2)
     and translate the graph to our op set."""
     model = model.eval()
-    ep = export_model(model, example)
+    call = call or CallConvention.infer(model, example)
+    ep = export_model(model, call, example)
     sig = ep.graph_signature
     state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     params_of = dict(sig.inputs_to_parameters)
     buffers_of = dict(sig.inputs_to_buffers)
     lifted = dict(getattr(sig, "inputs_to_lifted_tensor_constants", {}) or {})
     user_inputs = list(sig.user_inputs)
+    if len(user_inputs) != len(call.names):
+        raise CompileError(f"torch.export saw {len(user_inputs)} input tensors, expected {len(call.names)} "
+                           f"({', '.join(call.names)}); inputs must be tensors or one dict of tensors")
+    flat_name = dict(zip(user_inputs, call.names))
 
     params, constants, roles = {}, {}, {}
     const_vals: dict[str, torch.Tensor] = {}     # node -> torch value for folding
     ref: dict[str, object] = {}                  # node name -> JSON arg
     nodes: list[dict] = []
+    unsupported: dict[str, list] = {}
+    forms: list[str] = []
 
     for node in ep.graph.nodes:
         if node.op == "placeholder":
@@ -233,15 +340,20 @@ def lower(model: torch.nn.Module, example: dict) -> Program:
                 const_vals[node.name] = t.detach()
                 ref[node.name] = None  # materialised as a constant only if used unfolded
             elif node.name in user_inputs:
-                ref[node.name] = {"v": node.name}
+                ref[node.name] = {"v": flat_name[node.name]}
             continue
         if node.op == "output":
             outs = node.args[0]
             outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+            if unsupported:
+                raise UnsupportedOpError(_unsupported_report(unsupported))
             out_names = [_arg(o, ref, const_vals, constants) for o in outs]
+            forms = [_output_form(o) for o in outs]
+            out_nodes = outs
             break
         if node.op != "call_function":
-            raise UnsupportedOpError(f"unsupported graph node {node.op} {node.target} at {_where(node)}")
+            unsupported.setdefault(f"{node.target} ({node.op})", []).append(node)
+            continue
 
         # constant folding: everything computable from buffers and literals
         if _foldable(node, const_vals):
@@ -249,63 +361,79 @@ def lower(model: torch.nn.Module, example: dict) -> Program:
             const_vals[node.name] = node.target(*args, **kwargs)
             continue
 
-        target = node.target
-        if target in _PY_OPS:
-            op, args = _PY_OPS[target], list(node.args)
-            if op == "getitem":
-                src = node.args[0]
-                if getattr(src, "target", None) is not None and "embedding_bag" in str(src.target):
-                    if node.args[1] != 0:
-                        if node.users:
-                            raise UnsupportedOpError(
-                                f"embedding_bag's auxiliary output {node.args[1]} is used at {_where(node)}")
-                        continue
-                    ref[node.name] = ref[src.name]
+        if node.target is operator.getitem:
+            src = node.args[0]
+            if getattr(src, "target", None) is not None and "embedding_bag" in str(src.target):
+                if node.args[1] != 0:
+                    if node.users:
+                        unsupported.setdefault("embedding_bag auxiliary outputs", []).append(node)
                     continue
-        else:
-            packet = getattr(target, "_opname", None) or getattr(target, "__name__", str(target))
-            packet = str(target).split(".")[1] if str(target).startswith("aten.") else packet
-            overload = getattr(target, "_overloadname", "default")
-            if packet in _SKIP:
+                ref[node.name] = ref[src.name]
                 continue
-            if packet == "embedding_bag":
-                op, args = _embedding_bag(node, ep)
-            else:
-                adapted = _adapt(packet, overload, node.args, node.kwargs)
-                if adapted is None:
-                    raise UnsupportedOpError(
-                        f"operator {target} is not in the bundle op set (used at {_where(node)}); "
-                        "rewrite that part of forward() with supported ops (see docs/ops.md)")
-                op, args = adapted
+        lowered = _node_op(node, ep)
+        if lowered == "skip":
+            continue
+        if lowered is None:
+            unsupported.setdefault(op_name(node.target), []).append(node)
+            ref[node.name] = {"v": node.name}
+            continue
+        op, args = lowered
+        if unsupported:          # keep walking only to list every unsupported op
+            ref[node.name] = {"v": node.name}
+            continue
         assert op in OPS, op
         out = node.name
         nodes.append({"op": op, "args": [_arg(a, ref, const_vals, constants) for a in args], "out": out})
         ref[node.name] = {"v": out}
-        if op in ("linear",):
-            w = ref.get(node.args[1].name) if hasattr(node.args[1], "name") else None
-            if isinstance(w, dict) and "p" in w:
-                roles[w["p"]] = "linear"
-            b = node.args[2] if len(node.args) > 2 else None
-            if b is not None and isinstance(ref.get(b.name), dict) and "p" in ref[b.name]:
-                roles[ref[b.name]["p"]] = "bias"
-        if op.startswith("embedding"):
-            w = ref.get(node.args[0].name)
-            if isinstance(w, dict) and "p" in w:
-                roles[w["p"]] = "embedding"
+        _note_roles(op, node, ref, roles)
 
     for name in params:
         roles.setdefault(name, "other")
-    graph = {"version": 1, "inputs": user_inputs, "outputs": [o["v"] if isinstance(o, dict) and "v" in o
-                                                             else _fail_output(o) for o in out_names],
+    graph = {"version": 1, "inputs": list(call.names),
+             "outputs": [o["v"] if isinstance(o, dict) and "v" in o else _fail_output(o) for o in out_names],
              "nodes": _dead_code_elimination(nodes, out_names)}
+    names, widths = _output_names_widths(ep, out_nodes)
+    if len(names) != len(graph["outputs"]):
+        names = [f"output_{i}" for i in range(len(graph["outputs"]))] if len(graph["outputs"]) > 1 else ["output"]
     prog = Program(graph=graph, params=params, constants=constants, roles=roles,
-                   input_names=user_inputs, example=example)
-    prog.index_sources = _trace_index_sources(ep, params_of)
+                   input_names=list(call.names), example=example)
+    prog.call = call
+    prog.outputs = [{"name": n, "form": f, "width": w} for n, f, w in zip(names, forms, widths)]
+    prog.index_sources = {t: (flat_name.get(i, i), f) for t, (i, f) in _trace_index_sources(ep, params_of).items()}
     used = {a["p"] for n in graph["nodes"] for a in _flat(n["args"]) if isinstance(a, dict) and "p" in a}
     for unused in set(params) - used:
         del params[unused]
         roles.pop(unused, None)
     return prog
+
+
+def _output_names_widths(ep, out_nodes):
+    """Head names from the model's output structure (tensor, tuple, dict) and each head's width."""
+    import torch.utils._pytree as pytree
+    vals = [o.meta.get("val") if isinstance(o, torch.fx.Node) else None for o in out_nodes]
+    widths = [int(np.prod(v.shape[1:])) if isinstance(v, torch.Tensor) and v.dim() > 1 else 1 for v in vals]
+    try:
+        names = output_names(pytree.tree_unflatten(vals, ep.call_spec.out_spec))
+    except Exception:  # noqa: BLE001 - an unusual structure still gets positional names
+        names = []
+    return names, widths
+
+
+def _note_roles(op, node, ref, roles) -> None:
+    """Which params are Linear weights / biases and which are tables."""
+    def pname(a):
+        r = ref.get(a.name) if isinstance(a, torch.fx.Node) else None
+        return r["p"] if isinstance(r, dict) and "p" in r else None
+    if op == "linear":
+        if pname(node.args[1]):
+            roles[pname(node.args[1])] = "linear"
+        b = node.args[2] if len(node.args) > 2 else None
+        if b is not None and pname(b):
+            roles[pname(b)] = "bias"
+    elif op.startswith("embedding") and pname(node.args[0]):
+        roles[pname(node.args[0])] = "embedding"
+    elif op == "index_select.default" and pname(node.args[0]) and node.args[1] == 0:
+        roles.setdefault(pname(node.args[0]), "embedding_like")
 
 
 def _fail_output(o):
@@ -393,11 +521,16 @@ def _embedding_bag(node, ep):
         raise UnsupportedOpError(f"embedding_bag with per_sample_weights at {_where(node)}")
     if pad is not None and pad < 0:
         pad = None
-    src = indices.args[0] if getattr(indices, "target", None) in (aten.reshape.default, aten.view.default) \
-        and list(indices.args[1]) == [-1] else None
-    if src is not None and offsets is not None and getattr(offsets, "target", None) is aten.arange.start_step:
-        val = src.meta.get("val")
-        if val is not None and val.dim() == 2 and not last:
+    src = indices.args[0] if getattr(indices, "target", None) in (aten.reshape.default, aten.view.default,
+                                                                  aten._unsafe_view.default) else None
+    src_val = src.meta.get("val") if isinstance(src, torch.fx.Node) else None
+    idx_val = indices.meta.get("val") if isinstance(indices, torch.fx.Node) else None
+    if (src_val is not None and idx_val is not None and src_val.dim() == 2 and idx_val.dim() == 1
+            and not last and getattr(offsets, "target", None) is aten.arange.start_step):
+        o = list(offsets.args) + [None] * 3
+        step = o[2] if o[2] is not None else 1
+        width = src_val.shape[1]
+        if o[0] == 0 and isinstance(width, int) and step == width:
             return "embedding_bag", [weight, src, mode, pad]
     return "embedding_bag_offsets", [weight, indices, offsets, mode, pad, last]
 

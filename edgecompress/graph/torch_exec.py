@@ -147,7 +147,7 @@ class ProgramModule(nn.Module):
                 continue
             vals = [self._value(a, env) for a in raw]
             vals = [self._param_tensor(v) if isinstance(v, tuple) and v and v[0] == "param" else v for v in vals]
-            env[n["out"]] = _TORCH_OPS[op](*vals)
+            env[n["out"]] = _TORCH_OPS[op](*vals) if op in _TORCH_OPS else _aten_call(op, vals)
         outs = [env[o] for o in self.graph["outputs"]]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
@@ -193,6 +193,15 @@ def _fake_quant_activations(x, mode, scale):
         amax = x.detach().abs().amax(dim=-1, keepdim=True)
         s = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
     return torch.clamp(torch.round(x / s), -127, 127) * s
+
+
+def _aten_call(name: str, values: list):
+    """A Core ATen node run by torch itself: the reference semantics of the op."""
+    from .aten import from_json_value, overload, split_args
+    target = overload(name)
+    values = [from_json_value(v, str(a.type)) for a, v in zip(target._schema.arguments, values)]
+    pos, kw = split_args(target, values)
+    return target(*pos, **kw)
 
 
 def _dtype(name):

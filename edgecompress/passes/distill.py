@@ -58,6 +58,7 @@ def distill_(program, config: Distill, filter_fn):
     import torch
     import torch.nn.functional as F
 
+    from ..graph.io import head_logits
     from ..graph.torch_exec import ProgramModule
     teacher = program.context.get("teacher")
     data = program.context.get("train_data")
@@ -80,8 +81,11 @@ def distill_(program, config: Distill, filter_fn):
         for inputs, label in _batches(data, config, rng):
             xs = [torch.as_tensor(inputs[k]) for k in names]
             with torch.no_grad():
-                soft = torch.sigmoid(teacher(**dict(zip(names, xs))).reshape(-1) / config.temperature)
-            out = student(*xs).reshape(-1)
+                t_out = program.call(teacher, dict(zip(names, xs))) if program.call is not None \
+                    else teacher(**dict(zip(names, xs)))
+                soft = torch.sigmoid(head_logits(t_out, program.outputs, program.metric_output).reshape(-1)
+                                     / config.temperature)
+            out = head_logits(student(*xs), program.outputs, program.metric_output).reshape(-1)
             y = torch.as_tensor(label)
             loss = config.alpha * F.binary_cross_entropy_with_logits(out, y) + \
                 (1 - config.alpha) * config.temperature ** 2 * \

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..graph.io import head_logits, source_predict_fn
 from ..metrics import auc, higher_is_better, recall_at_k, retrieval_ranks, torch_predict_fn
 
 # --- slices: who pays for the compression ---------------------------------------
@@ -164,8 +165,10 @@ def build_report(*, result, program, model, data, train, metric, latency_model) 
     ex = GraphExecutor(program.graph, params, program.constants)
 
     def after_fn(feeds):
-        return np.asarray(ex.run(feeds), dtype=np.float32).reshape(-1)
-    before_fn = torch_predict_fn(model)
+        return np.asarray(head_logits(ex.run(feeds), program.outputs, program.metric_output),
+                          dtype=np.float32).reshape(-1)
+    before_fn = source_predict_fn(model, program.call, program.outputs, program.metric_output) \
+        if program.call is not None else torch_predict_fn(model)
     if hasattr(data, "test_user"):
         slices = _retrieval_slices(data, before_fn, after_fn)
     else:

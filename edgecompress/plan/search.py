@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import CompileError
+from ..graph.io import head_logits
 from ..metrics import higher_is_better
 from ..passes import (Distill, EmbeddingDimReduce, EmbeddingRowPrune, EmbeddingRowwiseQuant, LinearInt8Weights,
                       MLPNeuronPrune, apply_plan, find_groups)
@@ -205,7 +206,8 @@ class Planner:
         prog = self.build(state)
         params = {k: v.to_runtime(k) for k, v in prog.params.items()}
         ex = self._executor(prog.graph, params, prog.constants)
-        metrics = self.evaluate_fn(lambda feeds: np.asarray(ex.run(feeds), dtype=np.float32).reshape(-1))
+        metrics = self.evaluate_fn(lambda feeds: np.asarray(
+            head_logits(ex.run(feeds), prog.outputs, prog.metric_output), dtype=np.float32).reshape(-1))
         plan = state.plan(self.distill_config)
         cand = Candidate(state=state, plan=plan, metric=float(metrics[self.metric]), metrics=metrics,
                          size_bytes=self.size_fn(prog, plan), latency_s=self.latency.estimate(prog, self.batch)["total_s"],

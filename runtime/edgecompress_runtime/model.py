@@ -12,9 +12,11 @@ from .inputs import validate
 class Model:
     """What ``edgecompress_runtime.load`` returns.
 
-    ``predict({...})`` returns the model's output as float32 [B] (for CTR models
-    a logit; ``predict_proba`` applies the sigmoid). ``stats["oov"]`` counts ids
-    mapped to declared OOV rows, per field.
+    ``predict({...})`` returns the model's output as float32 [B] (a [B, k] head
+    keeps its shape); a multi-head model returns {head name: array}.
+    ``outputs`` says per head whether it is a logit or a probability
+    (``predict_proba`` applies the sigmoid to logit heads only).
+    ``stats["oov"]`` counts ids mapped to declared OOV rows, per field.
     """
 
     def __init__(self, bundle: Bundle, backend: str = "auto"):
@@ -29,14 +31,35 @@ class Model:
     def input_names(self) -> list[str]:
         return [s["name"] for s in self.input_spec]
 
-    def predict(self, inputs: dict) -> np.ndarray:
+    @property
+    def outputs(self) -> list[dict]:
+        """[{"name", "form": "logit" | "probability"}] per head, in graph order."""
+        heads = (self.manifest.get("model") or {}).get("outputs")
+        if isinstance(heads, list) and heads:
+            return heads
+        return [{"name": "output", "form": (self.manifest.get("model") or {}).get("output", "logit")}]
+
+    def predict(self, inputs: dict):
         feeds = validate(self.input_spec, inputs, self.stats["oov"])
         out = self._backend.run(feeds)
-        return np.asarray(out, dtype=np.float32).reshape(-1)
+        heads = self.outputs
+        if not isinstance(out, (tuple, list)) and len(heads) > 1:
+            out = split_heads(out, heads)        # app formats return the heads side by side
+        if not isinstance(out, (tuple, list)):
+            return _head(out)
+        if len(heads) != len(out):
+            from .errors import BundleError
+            raise BundleError(f"the bundle names {len(heads)} output(s) but its graph returned {len(out)}")
+        if len(out) == 1:
+            return _head(out[0])
+        return {h["name"]: _head(o) for h, o in zip(heads, out)}
 
-    def predict_proba(self, inputs: dict) -> np.ndarray:
-        logit = self.predict(inputs)
-        return (1.0 / (1.0 + np.exp(-logit.astype(np.float64)))).astype(np.float32)
+    def predict_proba(self, inputs: dict):
+        out = self.predict(inputs)
+        heads = self.outputs
+        if isinstance(out, dict):
+            return {h["name"]: _proba(out[h["name"]], h.get("form")) for h in heads}
+        return _proba(out, heads[0].get("form"))
 
     def topk(self, inputs: dict, candidates: dict, k: int = 10, exclude=None):
         """Rank candidates for one query. ``inputs`` holds the query's features
@@ -79,6 +102,10 @@ class Model:
         """Max abs diff between this backend and the host's stored outputs."""
         inputs, want = self.reference()
         got = self.predict(inputs)
+        if isinstance(got, dict):    # reference layout: every head's columns side by side, flat
+            n = len(next(iter(inputs.values())))
+            got = np.concatenate([np.asarray(got[h["name"]]).reshape(n, -1) for h in self.outputs], axis=1)
+        got = np.asarray(got).reshape(-1)
         diff = float(np.max(np.abs(got - want.reshape(-1)))) if want.size else 0.0
         tol = float(self.manifest["reference"].get("tolerance", 1e-2))
         # an app artifact carries the tolerance its export was checked with
@@ -87,6 +114,26 @@ class Model:
             tol = float(art["parity"]["tolerance"])
         return {"backend": self.backend, "max_abs_diff": diff, "tolerance": tol, "ok": diff <= tol,
                 "n": int(want.size)}
+
+
+def _head(out) -> np.ndarray:
+    """One output as float32: [B] for [B] and [B, 1] heads, else its own shape."""
+    a = np.asarray(out, dtype=np.float32)
+    return a.reshape(-1) if a.ndim <= 1 or a.size == a.shape[0] else a
+
+
+def split_heads(out, heads) -> list:
+    a = np.asarray(out)
+    widths = [int(h.get("width", 1)) for h in heads]
+    a = a.reshape(-1, sum(widths))
+    cuts = np.cumsum(widths)[:-1]
+    return [part.reshape(-1) if w == 1 else part for part, w in zip(np.split(a, cuts, axis=1), widths)]
+
+
+def _proba(x, form) -> np.ndarray:
+    if form == "probability":
+        return x
+    return (1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))).astype(np.float32)
 
 
 def load(path, backend: str = "auto") -> Model:
