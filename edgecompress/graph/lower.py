@@ -19,6 +19,7 @@ from edgecompress_runtime.ops import OPS
 
 from ..errors import CompileError, UnsupportedOpError
 from .aten import op_name, schema_args, to_json_value
+from .fold import fold_batchnorm
 from .io import CallConvention, output_names
 
 aten = torch.ops.aten
@@ -326,6 +327,7 @@ def lower(model: torch.nn.Module, example: dict, call: CallConvention | None = N
     nodes: list[dict] = []
     unsupported: dict[str, list] = {}
     forms: list[str] = []
+    ndim: dict[str, int | None] = {}             # value -> rank (for exact rewrites)
 
     for node in ep.graph.nodes:
         if node.op == "placeholder":
@@ -384,6 +386,8 @@ def lower(model: torch.nn.Module, example: dict, call: CallConvention | None = N
         assert op in OPS, op
         out = node.name
         nodes.append({"op": op, "args": [_arg(a, ref, const_vals, constants) for a in args], "out": out})
+        val = node.meta.get("val")
+        ndim[out] = val.dim() if isinstance(val, torch.Tensor) else None
         ref[node.name] = {"v": out}
         _note_roles(op, node, ref, roles)
 
@@ -392,6 +396,7 @@ def lower(model: torch.nn.Module, example: dict, call: CallConvention | None = N
     graph = {"version": 1, "inputs": list(call.names),
              "outputs": [o["v"] if isinstance(o, dict) and "v" in o else _fail_output(o) for o in out_names],
              "nodes": _dead_code_elimination(nodes, out_names)}
+    graph["nodes"] = fold_batchnorm(graph["nodes"], params, constants, roles, ndim, set(graph["outputs"]))
     names, widths = _output_names_widths(ep, out_nodes)
     if len(names) != len(graph["outputs"]):
         names = [f"output_{i}" for i in range(len(graph["outputs"]))] if len(graph["outputs"]) > 1 else ["output"]
@@ -404,6 +409,9 @@ def lower(model: torch.nn.Module, example: dict, call: CallConvention | None = N
     for unused in set(params) - used:
         del params[unused]
         roles.pop(unused, None)
+    read = {a["c"] for n in graph["nodes"] for a in _flat(n["args"]) if isinstance(a, dict) and "c" in a}
+    for unused in set(constants) - read:
+        del constants[unused]
     return prog
 
 

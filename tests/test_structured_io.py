@@ -1,0 +1,116 @@
+"""Models as libraries write them: one dict of tensors in, several heads out (some
+already through a sigmoid), casts and in-place ops in forward, BatchNorm after Linear."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import edgecompress as ec
+import edgecompress_runtime as ecr
+from edgecompress.data import Dataset
+from edgecompress.graph import lower
+from edgecompress.graph.torch_exec import ProgramModule
+from edgecompress.passes import EmbeddingRowwiseQuant, LinearInt8Weights
+
+
+class TwoHeads(nn.Module):
+    """forward(self, x: dict) -> {"ctr": probability, "cvr": logit}, as MMOE-style libraries do."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.ModuleDict({"user": nn.Embedding(50, 8), "item": nn.Embedding(40, 8)})
+        self.mlp = nn.Sequential(nn.Linear(17, 16), nn.BatchNorm1d(16), nn.ReLU(inplace=True))
+        self.heads = nn.Linear(16, 2)
+
+    def forward(self, x):
+        h = torch.cat([self.emb["user"](x["user"].long()), self.emb["item"](x["item"]), x["age"].float()], 1)
+        out = self.heads(self.mlp(h))
+        logit = out[:, 1].clone()
+        logit += 0.5                                  # in place, as library code does
+        return {"ctr": torch.sigmoid(out[:, 0]), "cvr": logit}
+
+
+def _data(n=3000, seed=0):
+    rng = np.random.default_rng(seed)
+    inputs = {"user": rng.integers(0, 50, n), "item": rng.integers(0, 40, n),
+              "age": rng.normal(size=(n, 1)).astype(np.float32)}
+    z = (inputs["user"] % 7 - 3) * 0.4 + inputs["age"][:, 0]
+    label = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(np.float32)
+    return Dataset("two_heads", "ctr", inputs, label)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = TwoHeads()
+    bn = m.mlp[1]
+    bn.running_mean.normal_()
+    bn.running_var.uniform_(0.5, 2.0)
+    bn.weight.data.normal_()
+    bn.bias.data.normal_()
+    return m.eval()
+
+
+def test_dict_input_heads_and_forms_are_lowered(model):
+    data = _data(64)
+    prog = lower(model, {k: v[:8] for k, v in data.inputs.items()})
+    assert prog.input_names == ["user", "item", "age"]
+    assert [(o["name"], o["form"]) for o in prog.outputs] == [("ctr", "probability"), ("cvr", "logit")]
+    ops = [n["op"] for n in prog.graph["nodes"]]
+    assert "_native_batch_norm_legit_no_training.default" not in ops      # folded into the Linear
+    assert ops.count("linear") == 2
+    x = {k: torch.as_tensor(v) for k, v in data.inputs.items()}
+    with torch.no_grad():
+        want = model(x)
+        got = ProgramModule(prog)(*[x[k] for k in prog.input_names])
+    for (name, w), g in zip(want.items(), got):
+        torch.testing.assert_close(g, w, atol=2e-6, rtol=1e-5)
+
+
+def test_compile_dict_model_predict_returns_named_heads(model, tmp_path):
+    data = _data()
+    held = data.take(np.arange(1000, 3000))
+    res = ec.compile(model, target="local", data=held, output=tmp_path / "fp32.ecb", plan=[], progress=False)
+    m = ecr.load(res.path)
+    assert [o["name"] for o in m.outputs] == ["ctr", "cvr"]
+    batch = {k: v[:1000] for k, v in held.inputs.items()}
+    got = m.predict(batch)
+    with torch.no_grad():
+        want = model({k: torch.as_tensor(v) for k, v in batch.items()})
+    assert set(got) == {"ctr", "cvr"}
+    for k in got:
+        assert got[k].shape == (1000,)
+        np.testing.assert_allclose(got[k], want[k].numpy(), atol=1e-5)
+    # the sigmoid head is read as a probability: logloss is of the probabilities themselves
+    p = np.clip(want["ctr"].numpy().astype(np.float64), 1e-7, 1 - 1e-7)
+    y = held.label[:1000]
+    full = ec.compile(model, target="local", data=held.take(np.arange(1000)), output=tmp_path / "b.ecb",
+                      plan=[], progress=False)
+    assert full.metrics_before["logloss"] == pytest.approx(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)),
+                                                            rel=1e-4)
+    proba = ecr.load(full.path).predict_proba(batch)
+    np.testing.assert_allclose(proba["ctr"], got["ctr"], atol=1e-6)              # already a probability
+    np.testing.assert_allclose(proba["cvr"], 1 / (1 + np.exp(-got["cvr"])), atol=1e-6)
+
+
+def test_metric_output_selects_the_head(model, tmp_path):
+    held = _data().take(np.arange(2000))
+    a = ec.compile(model, target="local", data=held, output=tmp_path / "a.ecb", plan=[], progress=False)
+    b = ec.compile(model, target="local", data=held, output=tmp_path / "b.ecb", plan=[], progress=False,
+                   metric_output="cvr")
+    assert a.metrics_before["auc"] != b.metrics_before["auc"]
+    assert ecr.load(b.path).manifest["model"]["metric_output"] == 1
+    with pytest.raises(ec.DataError, match="metric_output 'nope'"):
+        ec.compile(model, target="local", data=held, output=tmp_path / "c.ecb", plan=[], progress=False,
+                   metric_output="nope")
+    assert not (tmp_path / "c.ecb").exists()
+
+
+def test_quantized_plan_on_dict_model(model, tmp_path):
+    held = _data().take(np.arange(2000))
+    res = ec.compile(model, target="local", data=held, output=tmp_path / "q.ecb",
+                     plan=[EmbeddingRowwiseQuant(bits=8), LinearInt8Weights()], progress=False)
+    assert res.parity["ok"]
+    assert abs(res.metrics_after["auc"] - res.metrics_before["auc"]) < 0.01
