@@ -90,6 +90,21 @@ def _load_data(spec: str):
                             f"got {spec!r}")
 
 
+def _read_input_spec(path):
+    """--input-spec FILE: JSON or TOML, {input: {vocab | fields | padding_id | id_columns}}."""
+    if not path:
+        return None
+    from .errors import DataError
+    try:
+        text = Path(path).read_text()
+        if str(path).endswith(".toml"):
+            import tomllib
+            return tomllib.loads(text)
+        return json.loads(text)
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read --input-spec {path}: {e}") from None
+
+
 def _compile(args) -> int:
     import torch
 
@@ -121,6 +136,7 @@ def _compile(args) -> int:
     formats = [f.strip() for f in args.formats.split(",") if f.strip()] if args.formats else None
     res = compile(model, target=args.target, data=ds, output=args.output, plan=plan, formats=formats,
                   memory_budget=args.memory_budget, latency_budget=args.latency_budget, metric=args.metric,
+                  metric_output=args.metric_output, input_spec=_read_input_spec(args.input_spec),
                   train_data=train, report=args.report, progress=not args.quiet,
                   latency_table=args.latency_table)
     for w in getattr(res, "warnings", []):
@@ -187,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="latency budget per batch, e.g. 2ms@64 (default: the target's)")
     p.add_argument("--metric", choices=["auc", "logloss", "recall@10", "ndcg@10"],
                    help="what the planner maximises (default: auc for CTR, recall@10 for retrieval)")
+    p.add_argument("--metric-output", help="multi-head models: the output the metric and the planner use "
+                   "(default: the first)")
+    p.add_argument("--input-spec", metavar="FILE",
+                   help="JSON or TOML declaring what the data cannot say, e.g. "
+                   '{"X": {"id_columns": {"0": 1000}}} for ids inside one float tensor')
     p.add_argument("--report", help="directory for report.json and report.html")
     p.add_argument("--plan", help="replay a plan: a JSON list of pass configs, or a bundle manifest / report.json")
     p.add_argument("--fp32", action="store_true", help="no compression passes")

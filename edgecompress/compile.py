@@ -19,7 +19,7 @@ from .errors import CompileError, DataError
 from .export.bundle import BundleDraft, program_members, provenance, reference_members
 from .graph import CallConvention, forward_input_names, lower
 from .graph.io import all_outputs_flat, head_logits, metric_index, source_predict_fn
-from .graph.spec import input_spec
+from .graph.spec import apply_declared, input_spec as derive_input_spec
 from .graph.torch_exec import ProgramModule
 from .passes import DEFAULT_PLAN, apply_plan
 from .plan.latency import LatencyModel, shape_profile
@@ -125,9 +125,9 @@ def _budgets(tgt: Target, memory_budget, latency_budget, explicit_plan: bool):
     return mem, lat, batch
 
 
-def _assemble(model, program, plan, tgt, ds, ref_inputs, ref_out, tol, oov_rows):
+def _assemble(model, program, plan, tgt, ds, ref_inputs, ref_out, tol, oov_rows, declared=None):
     """Manifest (without metrics) and members of the bundle for a program."""
-    spec = input_spec(program, ds.inputs, ds.vocab, ds.meta, oov_rows)
+    spec = apply_declared(derive_input_spec(program, ds.inputs, ds.vocab, ds.meta, oov_rows), declared, ds.inputs)
     params, consts, members = program_members(program)
     ref_manifest, ref_members = reference_members(ref_inputs, ref_out)
     members.update(ref_members)
@@ -149,7 +149,8 @@ def _assemble(model, program, plan, tgt, ds, ref_inputs, ref_out, tol, oov_rows)
 
 
 def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_budget=None,
-            latency_budget=None, metric=None, metric_output=None, train_data=None, oov_rows=None, report=None,
+            latency_budget=None, metric=None, metric_output=None, input_spec=None, train_data=None, oov_rows=None,
+            report=None,
             tolerance: float = 5e-4, formats=None, progress: bool = True, latency_table=None) -> CompileResult:
     """Compile ``model`` for ``target`` (a profile name, path or Target).
 
@@ -193,6 +194,7 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
     steps.say("lowering with torch.export")
     program = lower(model, example, call)
     program.metric_output = metric_index(program.outputs, metric_output)
+    apply_declared(derive_input_spec(program, ds.inputs, ds.vocab, ds.meta, oov_rows), input_spec, ds.inputs)
     _check_ids_fit(program, ds)
     train = getattr(train_data, "train", train_data) if train_data is not None else ds
     program.context.update(teacher=model, train_data=train, calibration_data=ds)
@@ -203,10 +205,11 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
         raise DataError(f"metric {metric!r} is not measured for {ds.task} data (have: {', '.join(before)})")
     latency_model = LatencyModel(tgt, shape_profile(program), table=_latency_table(tgt, latency_table))
     ref_inputs = {k: np.asarray(ds.inputs[k][:REFERENCE_ROWS]) for k in names}
+    ref_rows, out_width = len(next(iter(ref_inputs.values()))), sum(o["width"] for o in program.outputs) or 1
 
     def size_fn(prog, p):
         manifest, members = _assemble(model, prog, p, tgt, ds, ref_inputs,
-                                      np.zeros(len(next(iter(ref_inputs.values()))), np.float32), 0.0, oov_rows)
+                                      np.zeros(ref_rows * out_width, np.float32), 0.0, oov_rows, input_spec)
         manifest["metrics"] = {"host": {"before": before, "after": before, "fp32_param_bytes": fp32_bytes,
                                         "param_bytes": prog.param_bytes(), "parity": {}}}
         return bundle_size(manifest, members)
@@ -230,7 +233,7 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
     host_ref = ProgramModule(program).eval() if plan else model
     ref_out = _torch_outputs(host_ref, ref_inputs, call)
     tol = PARITY_TOL["quantized" if quantized else "fp32"]
-    manifest, members = _assemble(model, program, plan, tgt, ds, ref_inputs, ref_out, tol, oov_rows)
+    manifest, members = _assemble(model, program, plan, tgt, ds, ref_inputs, ref_out, tol, oov_rows, input_spec)
 
     steps.say("measuring the bundle through the runtime")
     draft = BundleDraft(manifest, members)

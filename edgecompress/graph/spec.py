@@ -51,5 +51,58 @@ def input_spec(program, inputs: dict, data_vocab: dict | None = None, meta: dict
                 spec["oov_row"] = list(oov)
         else:
             spec = {"name": name, "dtype": "float32", "shape": shape, "kind": "dense"}
+            # ids carried in a float tensor (one concatenated X, cast with .long() in forward)
+            cols = sorted((j, rows) for (inp, j), rows in tables.items() if inp == name and j is not None)
+            if cols and arr.ndim == 2:
+                spec["id_columns"] = [{"column": int(j), "vocab": int(rows)} for j, rows in cols]
         specs.append(spec)
+    return specs
+
+
+def apply_declared(specs: list[dict], declared: dict | None, inputs: dict) -> list[dict]:
+    """Merge a user's input declaration (``compile(input_spec=...)`` / ``--input-spec``) into
+    the derived spec: for each input, ``vocab`` / ``fields`` / ``padding_id`` of an id input,
+    or ``id_columns`` ({column: vocab}) of a float tensor that carries ids. The data must
+    agree with it; a contradiction is a DataError naming the column."""
+    if not declared:
+        return specs
+    by_name = {s["name"]: s for s in specs}
+    unknown = [k for k in declared if k not in by_name]
+    if unknown:
+        raise DataError(f"input_spec names input {unknown[0]!r}, which the model does not take "
+                        f"(inputs: {', '.join(by_name)})")
+    for name, decl in declared.items():
+        spec, arr = by_name[name], np.asarray(inputs[name])
+        if not isinstance(decl, dict):
+            raise DataError(f"input_spec[{name!r}] must be a table of settings, got {type(decl).__name__}")
+        if "id_columns" in decl:
+            cols = {int(c): int(v) for c, v in dict(decl["id_columns"]).items()}
+            for c, v in cols.items():
+                if arr.ndim != 2 or not 0 <= c < arr.shape[1]:
+                    raise DataError(f"input_spec[{name!r}]: id column {c} does not exist in data of shape "
+                                    f"{list(arr.shape)}")
+                col = arr[:, c]
+                if col.size and (col.min() < 0 or col.max() >= v or np.any(col != np.floor(col))):
+                    bad = col[(col < 0) | (col >= v) | (col != np.floor(col))][0]
+                    raise DataError(f"input {name!r} column {c}: value {bad} is not an id in 0..{v - 1} "
+                                    "as input_spec declares")
+            merged = {e["column"]: e["vocab"] for e in spec.get("id_columns", [])}
+            merged.update(cols)
+            spec["id_columns"] = [{"column": c, "vocab": v} for c, v in sorted(merged.items())]
+        for key in ("vocab", "fields", "padding_id"):
+            if key in decl:
+                if spec.get("kind") != "ids":
+                    raise DataError(f"input_spec[{name!r}] sets {key!r} but {name!r} holds floats; "
+                                    "declare id columns of a float tensor with id_columns")
+                spec[key] = decl[key]
+        if "vocab" in decl:
+            vocab = list(decl["vocab"])
+            nf = arr.shape[1] if arr.ndim >= 2 else 1
+            if len(vocab) != nf:
+                raise DataError(f"input_spec[{name!r}] lists {len(vocab)} vocabularies for {nf} field(s)")
+            for j, v in enumerate(vocab):
+                col = arr[:, j] if arr.ndim >= 2 else arr
+                if col.size and (col.min() < 0 or col.max() >= v):
+                    raise DataError(f"input {name!r} field {j}: id {int(col.max())} is outside the declared "
+                                    f"vocabulary 0..{v - 1}")
     return specs

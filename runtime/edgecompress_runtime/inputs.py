@@ -48,6 +48,18 @@ def _check_ids(spec: dict, arr: np.ndarray, counters: dict) -> np.ndarray:
     return arr
 
 
+def _check_id_columns(spec: dict, arr: np.ndarray) -> None:
+    """Ids carried in a float tensor (columns a model casts with .long()): whole numbers in 0..vocab-1."""
+    for entry in spec["id_columns"]:
+        c, rows = int(entry["column"]), int(entry["vocab"])
+        col = arr[:, c]
+        bad = (col < 0) | (col >= rows) | (col != np.floor(col))
+        if bad.any():
+            first = col[bad][0]
+            raise InputError(f"input {spec['name']!r} column {c}: value {first:g} is not an id "
+                             f"({int(bad.sum())} such values); valid ids are whole numbers 0..{rows - 1}")
+
+
 def validate(specs: list[dict], inputs: dict, counters: dict | None = None) -> dict[str, np.ndarray]:
     """Check and convert ``inputs``; returns arrays in the spec's dtypes.
     ``counters`` collects how many ids were mapped to OOV rows, per field."""
@@ -89,5 +101,7 @@ def validate(specs: list[dict], inputs: dict, counters: dict | None = None) -> d
             col = int(np.argwhere(bad)[0][1]) if arr.ndim > 1 else 0
             raise InputError(f"input {name!r} column {col}: {int(bad.sum())} NaN or infinite values; "
                              "impute them before predict()")
+        if spec.get("id_columns"):
+            _check_id_columns(spec, arr)
         out[name] = arr
     return out
