@@ -161,7 +161,8 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
     (``memory_budget`` like "8MB", ``latency_budget`` like "2ms@64"; both default
     to the target's); a list of pass configs replays that plan ([] = fp32).
     ``metric``: auc | logloss | recall@10 | ndcg@10, measured on the output named
-    ``metric_output`` (multi-head models; default the first). Among plans within
+    ``metric_output`` (multi-head models; default the first; "name[j]" reads column j of
+    a [B, k] output, default column 0). Among plans within
     ``tolerance`` of the best metric the smallest wins. ``oov_rows``:
     {input: row or [row per field]} maps unknown ids to a fallback row.
     ``report``: a directory for report.json and report.html.
@@ -200,6 +201,7 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
     program.context.update(teacher=model, train_data=train, calibration_data=ds)
     fp32_bytes = program.param_bytes()
     steps.say("measuring the source model")
+    notes = []
     before = evaluate(source_predict_fn(model, call, program.outputs, program.metric_output))
     if metric not in before:
         raise DataError(f"metric {metric!r} is not measured for {ds.task} data (have: {', '.join(before)})")
@@ -255,6 +257,7 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
     artifacts, warnings = build_artifacts(program, plan, target=tgt, reference_inputs=ref_inputs,
                                           reference_outputs=ref_out, formats=formats, evaluate=evaluate,
                                           progress=progress)
+    warnings = notes + warnings
     for art in artifacts:
         members[art.member] = art.data
         manifest.setdefault("artifacts", {})[art.format] = {"member": art.member, **art.meta}

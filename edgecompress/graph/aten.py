@@ -70,8 +70,9 @@ def to_json_value(v):
     return v
 
 
-def from_json_value(v, arg_type: str):
-    """Graph JSON literal -> what the torch op takes (dtype names back to torch dtypes)."""
-    if isinstance(v, str) and "ScalarType" in arg_type:
+def from_json_value(v, arg):
+    """Graph JSON literal -> what the torch op takes (dtype names back to torch dtypes).
+    The schema types dtypes as ints, so the argument's name tells them apart."""
+    if isinstance(v, str) and ("dtype" in arg.name or "ScalarType" in str(arg.type)):
         return getattr(torch, v)
     return v

@@ -77,16 +77,27 @@ def flat_outputs(out) -> list:
     return pytree.tree_leaves(out)
 
 
-def metric_index(outputs: list, metric_output) -> int:
-    """Index of the head named ``metric_output`` (None = the first)."""
+def metric_index(outputs: list, metric_output):
+    """Which head metrics read: its index, or (index, column) for one column of a [B, k] head.
+    ``metric_output``: None (the first head, its first column), a head name, "name[j]", or an index."""
+    names = [o["name"] for o in outputs]
     if metric_output is None:
         return 0
-    names = [o["name"] for o in outputs]
     if isinstance(metric_output, int) and 0 <= metric_output < len(names):
         return metric_output
-    if metric_output in names:
-        return names.index(metric_output)
-    raise DataError(f"metric_output {metric_output!r} is not an output of the model; outputs: {', '.join(names)}")
+    text = str(metric_output)
+    col = None
+    if text.endswith("]") and "[" in text:
+        text, _, rest = text[:-1].rpartition("[")
+        col = int(rest) if rest.isdigit() else None
+    if text in names:
+        i = names.index(text)
+        if col is None:
+            return i
+        if col < int(outputs[i].get("width", 1)):
+            return (i, col)
+    raise DataError(f"metric_output {metric_output!r} is not an output of the model; outputs: "
+                    + ", ".join(f"{o['name']} (width {o.get('width', 1)})" for o in outputs))
 
 
 def to_logit(x, form: str):
@@ -99,8 +110,10 @@ def to_logit(x, form: str):
     return (np.log(p) - np.log1p(-p)).astype(np.float32)
 
 
-def head_logits(out, outputs: list, index: int):
-    """The chosen head of a model's output (tensor, tuple, dict or runtime dict) as logits [B]."""
+def head_logits(out, outputs: list, index):
+    """The chosen head of a model's output (tensor, tuple, dict or runtime dict) as logits [B].
+    ``index`` as metric_index returns it; a [B, k] head is read at one column (default 0)."""
+    index, column = index if isinstance(index, (tuple, list)) else (index, 0)
     if isinstance(out, dict) and outputs and outputs[index]["name"] in out:
         head = out[outputs[index]["name"]]
     elif isinstance(out, (dict, list, tuple)):
@@ -108,8 +121,8 @@ def head_logits(out, outputs: list, index: int):
     else:
         head = out
     form = outputs[index]["form"] if outputs else "logit"
-    head = head.reshape(head.shape[0], -1)[:, 0] if getattr(head, "ndim", 1) > 1 and head.shape[-1] == 1 \
-        else head
+    if getattr(head, "ndim", 1) > 1:
+        head = head.reshape(head.shape[0], -1)[:, column]
     return to_logit(head.reshape(-1) if hasattr(head, "reshape") else head, form)
 
 

@@ -278,6 +278,10 @@ def _output_form(node) -> str:
             return "probability"
         if packet in ("_softmax", "softmax"):
             return "probability"
+        if packet in ("cat", "stack"):          # heads side by side: a probability if every part is
+            parts = node.args[0]
+            forms = {_output_form(p) for p in parts}
+            return "probability" if forms == {"probability"} else "logit"
         if packet not in _SHAPE_ONLY:
             break
         node = node.args[0]

@@ -199,7 +199,7 @@ def _aten_call(name: str, values: list):
     """A Core ATen node run by torch itself: the reference semantics of the op."""
     from .aten import from_json_value, overload, split_args
     target = overload(name)
-    values = [from_json_value(v, str(a.type)) for a, v in zip(target._schema.arguments, values)]
+    values = [from_json_value(v, a) for a, v in zip(target._schema.arguments, values)]
     pos, kw = split_args(target, values)
     return target(*pos, **kw)
 

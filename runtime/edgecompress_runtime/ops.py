@@ -321,6 +321,7 @@ def reshape(x, shape):
 
 @op("flatten")
 def flatten(x, start=0, end=-1):
+    x = _v(x)
     nd = x.ndim
     if nd == 0:
         return x.reshape(1)
@@ -330,6 +331,7 @@ def flatten(x, start=0, end=-1):
 
 @op("squeeze")
 def squeeze(x, dims=None):
+    x = _v(x)
     if dims is None:
         return np.squeeze(x)
     axes = tuple(d for d in _axes(dims, x.ndim) if x.shape[d] == 1)
@@ -338,6 +340,7 @@ def squeeze(x, dims=None):
 
 @op("unsqueeze")
 def unsqueeze(x, dim):
+    x = _v(x)
     return np.expand_dims(x, dim % (x.ndim + 1))
 
 
@@ -353,6 +356,7 @@ def permute(x, dims):
 
 @op("expand")
 def expand(x, shape):
+    x = _v(x)
     shape = [x.shape[i - (len(shape) - x.ndim)] if s == -1 else int(s) for i, s in enumerate(shape)]
     return np.broadcast_to(x, shape)
 
@@ -364,17 +368,17 @@ def expand_as(x, other):
 
 @op("cat")
 def cat(tensors, dim=0):
-    return np.concatenate(tensors, axis=dim)
+    return np.concatenate([_v(t) for t in tensors], axis=dim)
 
 
 @op("stack")
 def stack(tensors, dim=0):
-    return np.stack(tensors, axis=dim)
+    return np.stack([_v(t) for t in tensors], axis=dim)
 
 
 @op("unbind")
 def unbind(x, dim=0):
-    return tuple(np.moveaxis(x, dim, 0))
+    return tuple(np.moveaxis(_v(x), dim, 0))
 
 
 @op("getitem")
@@ -384,6 +388,7 @@ def getitem(seq, i):
 
 @op("slice")
 def slice_(x, dim=0, start=None, end=None, step=1):
+    x = _v(x)
     idx = [slice(None)] * x.ndim
     idx[dim] = slice(start, end, step)
     return x[tuple(idx)]
@@ -391,13 +396,13 @@ def slice_(x, dim=0, start=None, end=None, step=1):
 
 @op("select")
 def select(x, dim, index):
-    return np.take(x, index, axis=dim)
+    return np.take(_v(x), index, axis=dim)
 
 
 @op("index")
 def index(x, indices):
     """ATen index.Tensor: a list with None for full slices and arrays elsewhere."""
-    return x[tuple(slice(None) if i is None else i for i in indices)]
+    return _v(x)[tuple(slice(None) if i is None else i for i in indices)]
 
 
 @op("arange")
@@ -418,3 +423,5 @@ def check_ops(nodes) -> None:
         raise BundleError(
             f"bundle uses ops this runtime does not implement: {', '.join(unknown)}; "
             "upgrade edgecompress-runtime")
+
+from . import ops_aten  # noqa: E402,F401  (Core ATen overloads register into OPS)

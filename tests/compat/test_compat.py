@@ -1,0 +1,92 @@
+"""Models built with two public recommendation libraries compile with no wrapper.
+
+Each model of tests/compat/models.py (deepctr-torch 0.3.0, torch-rechub 0.9.0, the
+``compat`` extra) is built with the library's own API, trained briefly, and compiled
+twice with fixed plans: fp32, and int8 tables + int8 Linear weights. The searched plan
+runs in benchmarks/compat.py (too slow for the test suite)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import edgecompress as ec
+import edgecompress_runtime as ecr
+from edgecompress.data import Dataset
+from edgecompress.passes import EmbeddingRowwiseQuant, LinearInt8Weights
+
+models = pytest.importorskip("tests.compat.models", reason="the compat extra is not installed")
+if not (models.importlib.util.find_spec("deepctr_torch") and models.importlib.util.find_spec("torch_rechub")):
+    pytest.skip("deepctr-torch / torch-rechub not installed (pip install -e '.[compat]')", allow_module_level=True)
+
+CASES = list(models.BUILDERS)
+HELD_OUT = 1024          # rows the parity is measured on (the compile's data: the rest of the held-out rows)
+
+
+def dataset(cm, rows=None) -> Dataset:
+    """The held-out rows as a Dataset, labelled with the first task's label."""
+    idx = slice(None) if rows is None else rows
+    inputs = {k: np.asarray(v)[idx] for k, v in cm.inputs.items()}
+    label = np.asarray(cm.label)
+    label = label[:, 0] if label.ndim == 2 else label
+    return Dataset(f"{cm.library}-{cm.name}", "ctr", inputs, label[idx])
+
+
+def source_outputs(cm, inputs) -> np.ndarray:
+    t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
+    with torch.no_grad():
+        out = cm.model(*cm.torch_args(inputs)) if t else None
+    return out.detach().float().numpy().reshape(len(next(iter(inputs.values()))), -1)
+
+
+def bundle_outputs(model, inputs) -> np.ndarray:
+    out = model.predict(inputs)
+    n = len(next(iter(inputs.values())))
+    if isinstance(out, dict):
+        return np.concatenate([np.asarray(out[o["name"]]).reshape(n, -1) for o in model.outputs], 1)
+    return np.asarray(out).reshape(n, -1)
+
+
+@pytest.fixture(scope="module")
+def built():
+    cache = {}
+
+    def get(lib, name):
+        if (lib, name) not in cache:
+            cache[(lib, name)] = models.build(lib, name)
+        return cache[(lib, name)]
+    return get
+
+
+@pytest.mark.parametrize("lib,name", CASES, ids=[f"{lib}-{name}" for lib, name in CASES])
+def test_compiles_without_wrapper(lib, name, built, tmp_path):
+    cm = built(lib, name)
+    n = len(next(iter(cm.inputs.values())))
+    assert n >= HELD_OUT + 500
+    parity_rows = {k: np.asarray(v)[:HELD_OUT] for k, v in cm.inputs.items()}
+    data = dataset(cm, slice(HELD_OUT, None))
+    width = source_outputs(cm, {k: v[:4] for k, v in parity_rows.items()}).shape[1]
+
+    fp32 = ec.compile(cm.model, target="local", data=data, output=tmp_path / "fp32.ecb", plan=[], progress=False)
+    m = ecr.load(fp32.path)
+    want = source_outputs(cm, parity_rows)
+    got = bundle_outputs(m, parity_rows)
+    assert got.shape == want.shape == (HELD_OUT, width)
+    # 1e-5 absolute; YoutubeDNN's logits are cosines / 0.02 (|x| up to ~20), where float32 rounding of
+    # the cosine alone is ~1e-5: there one part in a million of the value is allowed on top
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-6 if name == "YoutubeDNN" else 0)
+    forms = {o["form"] for o in m.outputs}
+    assert forms == ({"logit"} if name == "YoutubeDNN" else {"probability"})      # sigmoid inside forward()
+
+    q = ec.compile(cm.model, target="local", data=data, output=tmp_path / "int8.ecb",
+                   plan=[EmbeddingRowwiseQuant(bits=8), LinearInt8Weights()], progress=False)
+    qm = ecr.load(q.path)
+    # >= 90 % of the embedding bytes quantized (tables are found in ModuleDicts, shared, 1-wide)
+    params = qm.manifest["params"]
+    tables = {k: v for k, v in m.manifest["params"].items() if v["role"] == "embedding"}
+    emb_bytes = sum(int(np.prod(v["shape"])) * 4 for v in tables.values())
+    quant_bytes = sum(int(np.prod(v["shape"])) * 4 for k, v in tables.items() if params[k]["kind"] == "rowwise")
+    assert emb_bytes and quant_bytes >= 0.9 * emb_bytes, (quant_bytes, emb_bytes)
+    if fp32.metrics_before:
+        assert abs(q.metrics_after["auc"] - q.metrics_before["auc"]) <= 0.002, (q.metrics_before, q.metrics_after)
+    assert q.size_bytes < fp32.size_bytes
