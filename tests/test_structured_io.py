@@ -114,3 +114,42 @@ def test_quantized_plan_on_dict_model(model, tmp_path):
                      plan=[EmbeddingRowwiseQuant(bits=8), LinearInt8Weights()], progress=False)
     assert res.parity["ok"]
     assert abs(res.metrics_after["auc"] - res.metrics_before["auc"]) < 0.01
+
+
+class MaskedHistory(nn.Module):
+    """A masked mean over a padded history (pad id 0, nn.Embedding(padding_idx=0)), as DIN-style models pool."""
+
+    def __init__(self):
+        super().__init__()
+        self.items = nn.Embedding(60, 8, padding_idx=0)
+        self.out = nn.Linear(8, 1)
+
+    def forward(self, hist):
+        e = self.items(hist)                                         # [B, L, 8]; row 0 is zero by contract
+        count = (hist != 0).float().sum(1, keepdim=True)
+        pooled = e.sum(1) / (count + 1e-8)                           # empty history: 0 / 1e-8
+        return self.out(pooled).squeeze(-1)
+
+
+def test_padding_rows_stay_exactly_zero_through_every_pass(tmp_path):
+    from edgecompress.passes import Distill, EmbeddingRowPrune
+    torch.manual_seed(0)
+    model = MaskedHistory().eval()
+    rng = np.random.default_rng(0)
+    hist = rng.integers(1, 60, (3000, 5))
+    hist[rng.random((3000, 5)) < 0.5] = 0
+    hist[:200] = 0                                                   # empty histories
+    data = Dataset("hist", "ctr", {"hist": hist}, (rng.random(3000) < 0.4).astype(np.float32))
+    train, held = data.take(np.arange(2000)), data.take(np.arange(2000, 3000))
+    prog = lower(model, {"hist": hist[:8]})
+    assert prog.padding_rows == {"items.weight": [0]}
+    res = ec.compile(model, target="local", data=held, train_data=train, output=tmp_path / "p.ecb",
+                     plan=[Distill(epochs=1.0, lr=1e-2), EmbeddingRowPrune(keep_ratio=0.3),
+                           EmbeddingRowwiseQuant(bits=8)], progress=False)
+    m = ecr.load(res.path)
+    row = m._backend.params["items.weight"].gather(np.array([0]))
+    assert np.all(row == 0.0)
+    # an empty history pools to exactly 0, so the score is the (distilled) output bias, not a 0/1e-8 blow-up
+    empty = {"hist": np.zeros((4, 5), dtype=np.int64)}
+    bias = float(m._backend.params["out.bias"].dense()[0])
+    np.testing.assert_array_equal(m.predict(empty), np.full(4, bias, dtype=np.float32))

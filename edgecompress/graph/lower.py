@@ -120,6 +120,7 @@ class Program:
     index_sources: dict = field(default_factory=dict)   # table -> (input, field or None)
     outputs: list = field(default_factory=list)         # [{"name", "form": logit | probability}] per graph output
     metric_output: int = 0                              # the output metrics, the planner and distillation use
+    padding_rows: dict = field(default_factory=dict)    # table -> rows every pass keeps exactly (padding_idx)
     call: object = None                                 # CallConvention: how the source model takes inputs
     # not stored in the bundle: what passes may need (teacher model, training
     # data, id counts) and what they did (one record per changed parameter)
@@ -136,7 +137,7 @@ class Program:
         return Program(graph=_copy.deepcopy(self.graph), params=dict(self.params), constants=dict(self.constants),
                        roles=dict(self.roles), input_names=list(self.input_names), example=self.example,
                        index_sources=dict(self.index_sources), outputs=list(self.outputs), call=self.call,
-                       metric_output=self.metric_output,
+                       metric_output=self.metric_output, padding_rows=dict(self.padding_rows),
                        context=self.context, log=list(self.log))
 
     def tables(self) -> list[str]:
@@ -332,6 +333,7 @@ def lower(model: torch.nn.Module, example: dict, call: CallConvention | None = N
     unsupported: dict[str, list] = {}
     forms: list[str] = []
     ndim: dict[str, int | None] = {}             # value -> rank (for exact rewrites)
+    paddings: dict[str, set] = {}                # table -> padding rows
 
     for node in ep.graph.nodes:
         if node.op == "placeholder":
@@ -393,7 +395,7 @@ def lower(model: torch.nn.Module, example: dict, call: CallConvention | None = N
         val = node.meta.get("val")
         ndim[out] = val.dim() if isinstance(val, torch.Tensor) else None
         ref[node.name] = {"v": out}
-        _note_roles(op, node, ref, roles)
+        _note_roles(op, node, ref, roles, paddings, args)
 
     for name in params:
         roles.setdefault(name, "other")
@@ -407,6 +409,7 @@ def lower(model: torch.nn.Module, example: dict, call: CallConvention | None = N
     prog = Program(graph=graph, params=params, constants=constants, roles=roles,
                    input_names=list(call.names), example=example)
     prog.call = call
+    prog.padding_rows = {t: sorted(r) for t, r in paddings.items() if t in params}
     prog.outputs = [{"name": n, "form": f, "width": w} for n, f, w in zip(names, forms, widths)]
     prog.index_sources = {t: (flat_name.get(i, i), f) for t, (i, f) in _trace_index_sources(ep, params_of).items()}
     used = {a["p"] for n in graph["nodes"] for a in _flat(n["args"]) if isinstance(a, dict) and "p" in a}
@@ -431,8 +434,19 @@ def _output_names_widths(ep, out_nodes):
     return names, widths
 
 
-def _note_roles(op, node, ref, roles) -> None:
-    """Which params are Linear weights / biases and which are tables."""
+def _padding_idx(op, node, args):
+    """The padding row an embedding call declares (nn.Embedding(padding_idx=...)), or None."""
+    if op == "embedding":
+        pad = node.args[2] if len(node.args) > 2 else node.kwargs.get("padding_idx", -1)
+    elif op == "embedding_bag":
+        pad = args[3]
+    else:
+        pad = args[4]
+    return int(pad) if isinstance(pad, int) and pad >= 0 else None
+
+
+def _note_roles(op, node, ref, roles, paddings, args) -> None:
+    """Which params are Linear weights / biases and which are tables (and their padding rows)."""
     def pname(a):
         r = ref.get(a.name) if isinstance(a, torch.fx.Node) else None
         return r["p"] if isinstance(r, dict) and "p" in r else None
@@ -444,6 +458,9 @@ def _note_roles(op, node, ref, roles) -> None:
             roles[pname(b)] = "bias"
     elif op.startswith("embedding") and pname(node.args[0]):
         roles[pname(node.args[0])] = "embedding"
+        pad = _padding_idx(op, node, args)
+        if pad is not None:
+            paddings.setdefault(pname(node.args[0]), set()).add(pad)
     elif op == "index_select.default" and pname(node.args[0]) and node.args[1] == 0:
         roles.setdefault(pname(node.args[0]), "embedding_like")
 

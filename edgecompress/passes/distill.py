@@ -74,6 +74,12 @@ def distill_(program, config: Distill, filter_fn):
     teacher = teacher.eval()
     opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=config.lr)
     names = program.input_names
+    padding = {}                     # padding rows stay exactly as they were (zero): Adam would move them
+    for name, rows in program.padding_rows.items():
+        key = name.replace(".", "__")
+        if key in student.tables:
+            w = student.tables[key].weight
+            padding[key] = (list(rows), w.detach()[list(rows)].clone())
     t0, steps, seen, losses = time.perf_counter(), 0, 0, []
     total = config.epochs * len(data)
     done = False
@@ -93,6 +99,7 @@ def distill_(program, config: Distill, filter_fn):
             opt.zero_grad()
             loss.backward()
             opt.step()
+            _restore_padding(student, padding)
             steps += 1
             seen += len(label)
             losses.append(loss.item())
@@ -105,3 +112,10 @@ def distill_(program, config: Distill, filter_fn):
                         "seconds": round(time.perf_counter() - t0, 2),
                         "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None})
     return program
+
+
+def _restore_padding(student, padding) -> None:
+    import torch
+    with torch.no_grad():
+        for key, (rows, values) in padding.items():
+            student.tables[key].weight[rows] = values

@@ -44,7 +44,10 @@ def prune_rows_(program, config: EmbeddingRowPrune, filter_fn):
         if keep >= rows:
             continue
         # most frequent first; ties broken by row id so the result is reproducible
-        order = np.lexsort((np.arange(rows), -counts))
+        # padding rows are kept whatever their count: they must stay exactly what they are (zero)
+        pinned = np.zeros(rows, dtype=bool)
+        pinned[[r for r in program.padding_rows.get(name, []) if r < rows]] = True
+        order = np.lexsort((np.arange(rows), -counts, ~pinned))
         kept = np.sort(order[:keep])
         dropped = order[keep:]
         remap = np.full(rows, keep, dtype=remap_dtype(keep + 1))
