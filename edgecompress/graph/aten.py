@@ -75,4 +75,6 @@ def from_json_value(v, arg):
     The schema types dtypes as ints, so the argument's name tells them apart."""
     if isinstance(v, str) and ("dtype" in arg.name or "ScalarType" in str(arg.type)):
         return getattr(torch, v)
+    if isinstance(v, torch.Tensor) and v.dim() == 0 and str(arg.type) in ("number", "Optional[number]"):
+        return v.item()          # a non-finite scalar literal, stored as a 0-d constant
     return v

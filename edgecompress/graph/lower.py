@@ -300,6 +300,9 @@ def _node_op(node, ep):
         return "skip"
     if packet == "embedding_bag":
         return _embedding_bag(node, ep)
+    if packet == "linear" and not _is_param(node.args[1], ep):
+        # a computed weight (a slice of MultiheadAttention's in_proj_weight): plain ATen semantics
+        return name, list(schema_args(target, node.args, node.kwargs))
     adapted = _adapt(packet, over or "default", node.args, node.kwargs)
     if adapted is not None:
         return adapted
@@ -445,6 +448,10 @@ def _padding_idx(op, node, args):
     return int(pad) if isinstance(pad, int) and pad >= 0 else None
 
 
+def _is_param(a, ep) -> bool:
+    return isinstance(a, torch.fx.Node) and a.name in ep.graph_signature.inputs_to_parameters
+
+
 def _note_roles(op, node, ref, roles, paddings, args) -> None:
     """Which params are Linear weights / biases and which are tables (and their padding rows)."""
     def pname(a):
@@ -531,7 +538,10 @@ def _arg(a, ref, const_vals, constants):
     if isinstance(a, (torch.device, torch.memory_format, torch.layout)):
         return None
     if isinstance(a, float) and not np.isfinite(a):
-        raise UnsupportedOpError(f"non-finite literal {a} in the graph")
+        # JSON has no inf/nan: stored as a 0-d float32 constant (masking with -inf in attention)
+        key = f"const_nonfinite_{len(constants)}"
+        constants[key] = np.asarray(a, dtype=np.float32)
+        return {"c": key}
     if a is None or isinstance(a, (bool, int, float, str)):
         return a
     raise UnsupportedOpError(f"graph argument of type {type(a).__name__} cannot be stored")
@@ -546,8 +556,6 @@ def _embedding_bag(node, ep):
     weight, indices, offsets = a[0], a[1], a[2]
     mode = a[4] or 0
     psw, last, pad = a[6], bool(a[7]), a[8]
-    if psw is not None:
-        raise UnsupportedOpError(f"embedding_bag with per_sample_weights at {_where(node)}")
     if pad is not None and pad < 0:
         pad = None
     src = indices.args[0] if getattr(indices, "target", None) in (aten.reshape.default, aten.view.default,
@@ -560,7 +568,15 @@ def _embedding_bag(node, ep):
         step = o[2] if o[2] is not None else 1
         width = src_val.shape[1]
         if o[0] == 0 and isinstance(width, int) and step == width:
-            return "embedding_bag", [weight, src, mode, pad]
+            if psw is None:
+                return "embedding_bag", [weight, src, mode, pad]
+            psw_src = psw.args[0] if getattr(psw, "target", None) in (aten.reshape.default, aten.view.default,
+                                                                      aten._unsafe_view.default) else None
+            val = psw_src.meta.get("val") if isinstance(psw_src, torch.fx.Node) else None
+            if mode == 0 and val is not None and val.dim() == 2:
+                return "embedding_bag", [weight, src, mode, pad, psw_src]
+    if psw is not None:
+        return None             # weighted jagged bags: listed as unsupported
     return "embedding_bag_offsets", [weight, indices, offsets, mode, pad, last]
 
 

@@ -115,6 +115,8 @@ class ProgramModule(nn.Module):
             if "v" in a:
                 return env[a["v"]]
             if "c" in a:
+                if a["c"].startswith("const_nonfinite_"):     # a literal (-inf mask value), not a tensor
+                    return float(self.constants[a["c"]])
                 return getattr(self, f"const__{a['c']}")
             if "p" in a:
                 return ("param", a["p"])
@@ -159,6 +161,11 @@ class ProgramModule(nn.Module):
         if op == "embedding_bag":
             mode, pad = raw[2], raw[3]
             rows = self._gather(pname, idx)                       # [B, L, D]
+            if len(raw) > 4 and raw[4] is not None:               # per_sample_weights, sum mode
+                w = self._value(raw[4], env).to(rows.dtype)
+                if pad is not None:
+                    w = w * (idx != pad).to(rows.dtype)
+                return (rows * w.unsqueeze(-1)).sum(1)
             if pad is not None:
                 keep = (idx != pad).to(rows.dtype).unsqueeze(-1)
                 rows = rows * keep

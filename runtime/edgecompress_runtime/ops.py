@@ -81,10 +81,16 @@ def embedding(weight: Param, indices):
 
 
 @op("embedding_bag")
-def embedding_bag(weight: Param, indices, mode: int = 0, padding_idx=None):
+def embedding_bag(weight: Param, indices, mode: int = 0, padding_idx=None, per_sample_weights=None):
     """Fixed-size bags: ``indices`` is [B, L]; reduce over L.
-    mode 0 = sum, 1 = mean, 2 = max (as ATen). Rows equal to padding_idx are skipped."""
+    mode 0 = sum, 1 = mean, 2 = max (as ATen). Rows equal to padding_idx are skipped.
+    ``per_sample_weights`` [B, L] (sum mode only, as ATen) scales each row before the sum."""
     rows = weight.gather(indices)  # [B, L, D]
+    if per_sample_weights is not None:
+        w = np.asarray(per_sample_weights, dtype=rows.dtype)
+        if padding_idx is not None:
+            w = w * (indices != padding_idx)
+        return np.einsum("bld,bl->bd", rows, w)
     if mode != 2 and rows.dtype == np.float32 and rows.ndim == 3 and rows.shape[1] <= EINSUM_MAX_REDUCED:
         # one einsum pass does mask and sum: 2-4x faster than multiply, then sum over the middle axis
         if padding_idx is None:

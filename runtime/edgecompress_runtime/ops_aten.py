@@ -1024,6 +1024,14 @@ def addmm(x, mat1, mat2, beta=1, alpha=1):
     return _add_scaled(np.matmul(_t(mat1), _t(mat2)), x, beta, alpha)
 
 
+@op("linear.default")
+def linear_aten(x, weight, bias=None):
+    """x @ W.T + b for a weight computed in the graph (e.g. a slice of attention's in_proj_weight);
+    stored Linear weights use the quantizable ``linear`` op instead."""
+    y = np.matmul(_t(x), _t(weight).T)
+    return y + _t(bias) if bias is not None else y
+
+
 @op("baddbmm.default")
 def baddbmm(x, batch1, batch2, beta=1, alpha=1):
     return _add_scaled(np.matmul(_t(batch1), _t(batch2)), x, beta, alpha)
