@@ -153,3 +153,27 @@ def test_padding_rows_stay_exactly_zero_through_every_pass(tmp_path):
     empty = {"hist": np.zeros((4, 5), dtype=np.int64)}
     bias = float(m._backend.params["out.bias"].dense()[0])
     np.testing.assert_array_equal(m.predict(empty), np.full(4, bias, dtype=np.float32))
+
+
+def test_cli_lists_every_unsupported_op_exits_2_and_writes_nothing(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    from edgecompress.data import save_npz
+    rng = np.random.default_rng(0)
+    save_npz(Dataset("d", "ctr", {"ids": rng.integers(0, 10, (50, 3))}, rng.integers(0, 2, 50)), tmp_path / "d.npz")
+    (tmp_path / "mymodel.py").write_text(
+        "import torch\nfrom torch import nn\n"
+        "class M(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.emb = nn.Embedding(10, 4)\n"
+        "    def forward(self, ids):\n"
+        "        h = torch.special.bessel_j0(self.emb(ids)) + torch.special.bessel_j0(self.emb(ids) * 2)\n"
+        "        return torch.digamma(h.abs() + 1).sum((1, 2))\n")
+    exe = Path(sys.executable).with_name("edgecompress")
+    r = subprocess.run([str(exe), "compile", "--model", "mymodel:M", "--data", "d.npz", "--target", "local",
+                        "-o", "m.ecb", "--fp32", "--quiet"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "aten.special_bessel_j0.default x2 (your code)" in r.stderr and "aten.digamma.default x1" in r.stderr
+    assert "mymodel.py" in r.stderr
+    assert not (tmp_path / "m.ecb").exists()
