@@ -177,3 +177,21 @@ def test_cli_lists_every_unsupported_op_exits_2_and_writes_nothing(tmp_path):
     assert "aten.special_bessel_j0.default x2 (your code)" in r.stderr and "aten.digamma.default x1" in r.stderr
     assert "mymodel.py" in r.stderr
     assert not (tmp_path / "m.ecb").exists()
+
+
+class IndexSelectTable(nn.Module):
+    """A table held as a bare Parameter and read with index_select (no nn.Embedding)."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(30, 4))
+        self.out = nn.Linear(4, 1)
+
+    def forward(self, ids):
+        return self.out(torch.index_select(self.table, 0, ids)).squeeze(-1)
+
+
+def test_index_select_reads_a_table():
+    prog = lower(IndexSelectTable().eval(), {"ids": np.arange(8)})
+    assert [n["op"] for n in prog.graph["nodes"]] == ["embedding", "linear", "squeeze"]
+    assert prog.roles["table"] == "embedding" and prog.index_sources["table"] == ("ids", None)

@@ -300,6 +300,8 @@ def _node_op(node, ep):
         return "skip"
     if packet == "embedding_bag":
         return _embedding_bag(node, ep)
+    if name == "index_select.default" and _is_param(node.args[0], ep) and node.args[1] == 0:
+        return "embedding", [node.args[0], node.args[2]]      # a table read by index_select: same gather
     if packet == "linear" and not _is_param(node.args[1], ep):
         # a computed weight (a slice of MultiheadAttention's in_proj_weight): plain ATen semantics
         return name, list(schema_args(target, node.args, node.kwargs))
@@ -440,6 +442,8 @@ def _output_names_widths(ep, out_nodes):
 def _padding_idx(op, node, args):
     """The padding row an embedding call declares (nn.Embedding(padding_idx=...)), or None."""
     if op == "embedding":
+        if "index_select" in str(node.target):
+            return None
         pad = node.args[2] if len(node.args) > 2 else node.kwargs.get("padding_idx", -1)
     elif op == "embedding_bag":
         pad = args[3]
@@ -468,8 +472,6 @@ def _note_roles(op, node, ref, roles, paddings, args) -> None:
         pad = _padding_idx(op, node, args)
         if pad is not None:
             paddings.setdefault(pname(node.args[0]), set()).add(pad)
-    elif op == "index_select.default" and pname(node.args[0]) and node.args[1] == 0:
-        roles.setdefault(pname(node.args[0]), "embedding_like")
 
 
 def _fail_output(o):
@@ -591,12 +593,13 @@ def _trace_index_sources(ep, params_of) -> dict:
     out = {}
     for node in ep.graph.nodes:
         t = str(node.target)
-        if node.op != "call_function" or not (t.startswith("aten.embedding")):
+        gather = t.startswith("aten.embedding") or t == "aten.index_select.default" and node.args[1] == 0
+        if node.op != "call_function" or not gather:
             continue
         w = node.args[0]
         if not isinstance(w, torch.fx.Node) or w.name not in params_of:
             continue
-        n, fieldno = node.args[1], None
+        n, fieldno = node.args[2 if "index_select" in t else 1], None
         while isinstance(n, torch.fx.Node):
             if n.op == "placeholder":
                 if n.name in ep.graph_signature.user_inputs:
