@@ -202,6 +202,16 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
     fp32_bytes = program.param_bytes()
     steps.say("measuring the source model")
     notes = []
+    head_i = program.metric_output
+    head = program.outputs[head_i] if isinstance(head_i, int) and program.outputs else None
+    if head is not None and head.get("width", 1) > 1:
+        # [B, k]: k tasks (MMOE) or k candidates (list-wise retrieval); only the user knows which column to rank by
+        if not explicit:
+            raise DataError(f"output {head['name']!r} holds {head['width']} scores per row; name the column the "
+                            f"planner should rank plans by, e.g. metric_output=\"{head['name']}[0]\" "
+                            f"(--metric-output '{head['name']}[0]')")
+        notes.append(f"metrics read column 0 of output {head['name']!r} ({head['width']} scores per row); "
+                     f"name another with metric_output=\"{head['name']}[j]\"")
     before = evaluate(source_predict_fn(model, call, program.outputs, program.metric_output))
     if metric not in before:
         raise DataError(f"metric {metric!r} is not measured for {ds.task} data (have: {', '.join(before)})")

@@ -295,6 +295,8 @@ def hand_cases() -> dict:
     add("bmm.default", c(F(2, 3, 4), F(2, 4, 5)), c(F(0, 3, 4), F(0, 4, 2)))
     add("addmm.default", c(F(5), F(3, 4), F(4, 5)), c(F(3, 5), F(3, 4), F(4, 5), beta=0.5, alpha=2.0),
         c(torch.full((3, 1), float("nan")), F(3, 4), F(4, 2), beta=0), c(F(2), F(0, 4), F(4, 2)))
+    add("linear.default", c(F(3, 4), F(5, 4)), c(F(3, 4), F(5, 4), F(5)), c(F(2, 3, 4), F(5, 4), F(5)),
+        c(F(0, 4), F(2, 4)))
     add("baddbmm.default", c(F(2, 3, 5), F(2, 3, 4), F(2, 4, 5)),
         c(F(5), F(2, 3, 4), F(2, 4, 5), beta=2.0, alpha=0.5))
     add("matmul.default", c(F(3, 4), F(4, 5)), c(F(4), F(4)), c(F(4), F(4, 3)), c(F(2, 1, 3, 4), F(5, 4, 2)),

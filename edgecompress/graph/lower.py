@@ -157,6 +157,9 @@ class Program:
             rows = self.params[table].shape[0]
             ids = ids.reshape(-1)
             ids = ids[(ids >= 0) & (ids < rows)]
+            if ids.dtype.kind == "f":                  # ids carried in a float tensor (one concatenated X)
+                ids = ids[ids == np.floor(ids)]
+            ids = ids.astype(np.int64, copy=False)
             counts = np.bincount(ids, minlength=rows)
         cache[table] = counts
         return counts

@@ -90,3 +90,20 @@ def test_compiles_without_wrapper(lib, name, built, tmp_path):
     if fp32.metrics_before:
         assert abs(q.metrics_after["auc"] - q.metrics_before["auc"]) <= 0.002, (q.metrics_before, q.metrics_after)
     assert q.size_bytes < fp32.size_bytes
+
+
+def test_searched_plan_on_float_X_and_multi_column_heads(built, tmp_path):
+    """The planner counts id frequencies in deepctr's float X, and asks which column of a [B, 2]
+    multi-task head to rank plans by instead of guessing."""
+    cm = built("deepctr-torch", "DeepFM")
+    data = dataset(cm, slice(HELD_OUT, None))
+    train = Dataset("train", "ctr", cm.train_inputs, np.asarray(cm.train_label).reshape(len(cm.train_label), -1)[:, 0])
+    res = ec.compile(cm.model, target="raspberry-pi-4", data=data, train_data=train, output=tmp_path / "s.ecb",
+                     progress=False)
+    assert res.plan and res.size_bytes < res.param_bytes["fp32"]
+    spec = {s["name"]: s for s in ecr.load(res.path).input_spec}
+    assert spec["X"]["kind"] == "dense" and [c["vocab"] for c in spec["X"]["id_columns"]] == list(models.SPARSE_VOCAB.values())
+    mt = built("torch-rechub", "MMOE")
+    with pytest.raises(ec.DataError, match=r"metric_output=\"output\[0\]\""):
+        ec.compile(mt.model, target="raspberry-pi-4", data=dataset(mt), output=tmp_path / "mt.ecb", progress=False)
+    assert not (tmp_path / "mt.ecb").exists()
