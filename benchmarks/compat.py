@@ -83,20 +83,6 @@ def dataset(name, inputs: dict, label) -> Dataset:
     return Dataset(name, "ctr", {k: np.asarray(v) for k, v in inputs.items()}, _first_label(label))
 
 
-def source_outputs(cm, inputs) -> np.ndarray:
-    with torch.no_grad():
-        out = cm.model(*cm.torch_args(inputs))
-    return out.detach().float().numpy().reshape(len(next(iter(inputs.values()))), -1)
-
-
-def bundle_outputs(model, inputs) -> np.ndarray:
-    out = model.predict(inputs)
-    n = len(next(iter(inputs.values())))
-    if isinstance(out, dict):
-        return np.concatenate([np.asarray(out[o["name"]]).reshape(n, -1) for o in model.outputs], 1)
-    return np.asarray(out).reshape(n, -1)
-
-
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
@@ -146,7 +132,7 @@ def run_model(lib, name, tmp: Path, search: bool) -> dict:
     row["rows"] = {"parity": PARITY_ROWS, "data": n - PARITY_ROWS, "train": len(train)}
 
     t0 = time.perf_counter()
-    want = source_outputs(cm, parity_in)
+    want = cm.outputs_of(parity_in)
     t["source_predict"] = round(time.perf_counter() - t0, 3)
     row["output_width"] = int(want.shape[1])
     row["max_abs_source_output"] = float(np.max(np.abs(want)))
@@ -187,7 +173,7 @@ def run_model(lib, name, tmp: Path, search: bool) -> dict:
                 continue
             try:
                 m = base if b == "numpy" else ecr.load(res.path, backend=b)
-                got = bundle_outputs(m, parity_in)
+                got = models.bundle_outputs(m, parity_in)
                 if got.shape != want.shape:
                     raise ValueError(f"output shape {got.shape} != source {want.shape}")
                 fp32["parity"][b] = float(np.max(np.abs(got - want)))
@@ -234,7 +220,7 @@ def run_model(lib, name, tmp: Path, search: bool) -> dict:
              embedding_quantized=_embedding_quantized_fraction(qm.manifest),
              parity_reference=q.parity, warnings=list(q.warnings))
     t0 = time.perf_counter()
-    got = bundle_outputs(qm, parity_in)
+    got = models.bundle_outputs(qm, parity_in)
     t["searched_heldout_eval"] = round(time.perf_counter() - t0, 3)
     bundle_auc = _auc(parity_label, got[:, 0])
     s["heldout"] = {"rows": PARITY_ROWS, "auc_source": src_auc, "auc_bundle": bundle_auc,

@@ -140,20 +140,8 @@ def evaluate_retrieval(
 
 def torch_predict_fn(model) -> PredictFn:
     """Wrap a torch model (``model(**inputs) -> logits``) as a numpy ``predict_fn``."""
-    import torch
-
     def predict(inputs: dict) -> np.ndarray:
-        model.eval()
-        tensors = {}
-        for k, v in inputs.items():
-            a = np.ascontiguousarray(v)
-            if a.dtype == np.float64:
-                a = a.astype(np.float32)
-            elif a.dtype.kind in "iu" and a.dtype != np.int64:
-                a = a.astype(np.int64)
-            tensors[k] = torch.from_numpy(a)
-        with torch.no_grad():
-            out = model(**tensors)
-        return out.detach().float().reshape(-1).cpu().numpy()
+        from .graph.io import CallConvention, source_predict_fn
+        return source_predict_fn(model, CallConvention("named", list(inputs)), [], 0)(inputs)
 
     return predict

@@ -80,8 +80,23 @@ class CompatModel:
         with torch.no_grad():
             return self.model(*self.torch_args(inputs)).detach().numpy()
 
+    def outputs_of(self, inputs: dict) -> np.ndarray:
+        """The model's output on ``inputs`` as float32 [N, total width] (every head side by side)."""
+        with torch.no_grad():
+            out = self.model(*self.torch_args(inputs))
+        return out.detach().float().numpy().reshape(len(next(iter(inputs.values()))), -1)
+
     def rows(self, inputs: dict, idx) -> dict:
         return {k: v[idx] for k, v in inputs.items()}
+
+
+def bundle_outputs(model, inputs: dict) -> np.ndarray:
+    """A loaded bundle's output on ``inputs`` in the same [N, total width] layout."""
+    out = model.predict(inputs)
+    n = len(next(iter(inputs.values())))
+    if isinstance(out, dict):
+        return np.concatenate([np.asarray(out[o["name"]]).reshape(n, -1) for o in model.outputs], 1)
+    return np.asarray(out).reshape(n, -1)
 
 
 def _field(input_name, name, kind, vocab=None, columns=None, padding_id=None, masked=False, table=None,

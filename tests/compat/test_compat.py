@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import edgecompress as ec
 import edgecompress_runtime as ecr
@@ -32,21 +31,6 @@ def dataset(cm, rows=None) -> Dataset:
     return Dataset(f"{cm.library}-{cm.name}", "ctr", inputs, label[idx])
 
 
-def source_outputs(cm, inputs) -> np.ndarray:
-    t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
-    with torch.no_grad():
-        out = cm.model(*cm.torch_args(inputs)) if t else None
-    return out.detach().float().numpy().reshape(len(next(iter(inputs.values()))), -1)
-
-
-def bundle_outputs(model, inputs) -> np.ndarray:
-    out = model.predict(inputs)
-    n = len(next(iter(inputs.values())))
-    if isinstance(out, dict):
-        return np.concatenate([np.asarray(out[o["name"]]).reshape(n, -1) for o in model.outputs], 1)
-    return np.asarray(out).reshape(n, -1)
-
-
 @pytest.fixture(scope="module")
 def built():
     cache = {}
@@ -65,12 +49,12 @@ def test_compiles_without_wrapper(lib, name, built, tmp_path):
     assert n >= HELD_OUT + 500
     parity_rows = {k: np.asarray(v)[:HELD_OUT] for k, v in cm.inputs.items()}
     data = dataset(cm, slice(HELD_OUT, None))
-    width = source_outputs(cm, {k: v[:4] for k, v in parity_rows.items()}).shape[1]
+    width = cm.outputs_of({k: v[:4] for k, v in parity_rows.items()}).shape[1]
 
     fp32 = ec.compile(cm.model, target="local", data=data, output=tmp_path / "fp32.ecb", plan=[], progress=False)
     m = ecr.load(fp32.path)
-    want = source_outputs(cm, parity_rows)
-    got = bundle_outputs(m, parity_rows)
+    want = cm.outputs_of(parity_rows)
+    got = models.bundle_outputs(m, parity_rows)
     assert got.shape == want.shape == (HELD_OUT, width)
     # 1e-5 absolute; YoutubeDNN's logits are cosines / 0.02 (|x| up to ~20), where float32 rounding of
     # the cosine alone is ~1e-5: there one part in a million of the value is allowed on top
