@@ -150,19 +150,32 @@ def _v(x):
     return x.dense() if isinstance(x, Param) else x
 
 
+def _torch_float(out, a, b):
+    """torch keeps float32 where numpy promotes to float64 (int64 tensor + python float, float32 + int64
+    tensor): float64 stays only when an operand is a float64 tensor."""
+    if not isinstance(out, np.ndarray) or out.dtype != np.float64:
+        return out
+    if any(isinstance(v, np.ndarray) and v.dtype == np.float64 and v.ndim > 0 for v in (a, b)):
+        return out
+    return out.astype(np.float32)
+
+
 @op("add")
 def add(a, b, alpha=1):
-    return _v(a) + (_v(b) * alpha if alpha != 1 else _v(b))
+    a, b = _v(a), _v(b)
+    return _torch_float(a + (b * alpha if alpha != 1 else b), a, b)
 
 
 @op("sub")
 def sub(a, b, alpha=1):
-    return _v(a) - (_v(b) * alpha if alpha != 1 else _v(b))
+    a, b = _v(a), _v(b)
+    return _torch_float(a - (b * alpha if alpha != 1 else b), a, b)
 
 
 @op("mul")
 def mul(a, b):
-    return _v(a) * _v(b)
+    a, b = _v(a), _v(b)
+    return _torch_float(a * b, a, b)
 
 
 @op("div")
