@@ -77,17 +77,8 @@ def _load_factory(spec: str):
 
 
 def _load_data(spec: str):
-    from . import data
-    if spec == "synthetic":
-        return data.synthetic_ctr(n=20_000, seed=1)
-    if spec == "movielens-ctr":
-        return data.movielens_ctr()
-    if spec == "movielens-retrieval":
-        return data.movielens_retrieval()
-    if spec.endswith(".npz"):
-        return data.load_npz(spec)
-    raise EdgecompressError(f"--data must be synthetic, movielens-ctr, movielens-retrieval or a .npz file, "
-                            f"got {spec!r}")
+    from .data import load
+    return load(spec)
 
 
 def _read_input_spec(path):

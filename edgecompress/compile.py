@@ -30,6 +30,7 @@ from .targets import Target, load_target, parse_latency, parse_size
 REFERENCE_ROWS = 32
 PARITY_TOL = {"fp32": 1e-5, "quantized": 1e-2}
 SEARCH_ROWS = 20_000          # CTR rows used to score candidate plans
+UNTRAINED_AUC = 0.02          # |AUC - 0.5| below this: the source model looks untrained
 SEARCH_USERS = 300            # retrieval test users used to score candidate plans
 
 
@@ -154,7 +155,7 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
             tolerance: float = 5e-4, formats=None, progress: bool = True, latency_table=None) -> CompileResult:
     """Compile ``model`` for ``target`` (a profile name, path or Target).
 
-    ``data``: held-out data (a Dataset, or RetrievalData for retrieval models)
+    ``data``: held-out data (a Dataset, RetrievalData for retrieval models, or a .npz path / name as ``--data``)
     used for the input spec, metrics before/after, plan search and reference I/O.
     ``train_data``: training rows for row frequencies and distillation (default: ``data``).
     ``plan``: None searches the most accurate plan inside the budgets
@@ -175,6 +176,8 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
     Nothing is written at ``output`` unless every check passes."""
     from .metrics import higher_is_better
 
+    from .data import load as load_data
+    data, train_data = load_data(data), load_data(train_data)   # paths and names as the CLI takes them
     tgt = target if isinstance(target, Target) else load_target(target)
     explicit = plan is not None
     mem, lat, lat_batch = _budgets(tgt, memory_budget, latency_budget, explicit)
@@ -215,6 +218,9 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
     before = evaluate(source_predict_fn(model, call, program.outputs, program.metric_output))
     if metric not in before:
         raise DataError(f"metric {metric!r} is not measured for {ds.task} data (have: {', '.join(before)})")
+    if "auc" in before and abs(before["auc"] - 0.5) < UNTRAINED_AUC:
+        notes.append(f"the source model scores AUC {before['auc']:.3f} on these rows, near chance: it looks "
+                     "untrained, or the data does not match it (labels, id mapping, which output)")
     latency_model = LatencyModel(tgt, shape_profile(program), table=_latency_table(tgt, latency_table))
     ref_inputs = {k: np.asarray(ds.inputs[k][:REFERENCE_ROWS]) for k in names}
     ref_rows, out_width = len(next(iter(ref_inputs.values()))), sum(o["width"] for o in program.outputs) or 1

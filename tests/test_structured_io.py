@@ -195,3 +195,25 @@ def test_index_select_reads_a_table():
     prog = lower(IndexSelectTable().eval(), {"ids": np.arange(8)})
     assert [n["op"] for n in prog.graph["nodes"]] == ["embedding", "linear", "squeeze"]
     assert prog.roles["table"] == "embedding" and prog.index_sources["table"] == ("ids", None)
+
+
+def test_data_as_a_path_and_an_untrained_model_is_flagged(tmp_path):
+    from edgecompress.data import save_npz
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, 30, 20_000)
+    save_npz(Dataset("d", "ctr", {"ids": ids}, (ids % 2).astype(np.float32)), tmp_path / "d.npz")
+    save_npz(Dataset("r", "ctr", {"ids": ids}, (rng.random(20_000) < 0.5).astype(np.float32)), tmp_path / "r.npz")
+    torch.manual_seed(0)
+    model = IndexSelectTable().eval()
+    # labels the model cannot know (coin flips): it scores at chance and compile says so
+    res = ec.compile(model, target="local", data=str(tmp_path / "r.npz"), output=tmp_path / "u.ecb", plan=[],
+                     progress=False)
+    assert abs(res.metrics_before["auc"] - 0.5) < 0.02
+    assert any("looks untrained" in w for w in res.warnings)
+    with torch.no_grad():                                # the model made to know labels = ids % 2: no warning
+        model.table.zero_()
+        model.table[1::2, 0] = 3.0
+        model.out.weight.fill_(1.0)
+    res = ec.compile(model, target="local", data=tmp_path / "d.npz", output=tmp_path / "t.ecb", plan=[],
+                     progress=False)
+    assert res.metrics_before["auc"] > 0.99 and not any("untrained" in w for w in res.warnings)

@@ -13,8 +13,31 @@ from edgecompress.data.movielens import (
 from edgecompress.data.npz import load_npz, save_npz
 from edgecompress.data.synthetic import synthetic_ctr, synthetic_retrieval
 
+
+
+def load(spec):
+    """Data named as the CLI names it: ``synthetic``, ``movielens-ctr``, ``movielens-retrieval`` or a
+    ``.npz`` path; a Dataset / RetrievalData is returned as it is."""
+    from pathlib import Path
+
+    from edgecompress.errors import DataError
+    if not isinstance(spec, (str, Path)):
+        return spec
+    spec = str(spec)
+    if spec == "synthetic":
+        return synthetic_ctr(n=20_000, seed=1)
+    if spec == "movielens-ctr":
+        return movielens_ctr()
+    if spec == "movielens-retrieval":
+        return movielens_retrieval()
+    if spec.endswith(".npz"):
+        return load_npz(spec)
+    raise DataError(f"data must be synthetic, movielens-ctr, movielens-retrieval or a .npz file, got {spec!r}")
+
+
 __all__ = [
     "Dataset",
+    "load",
     "Ratings",
     "RetrievalData",
     "check_ids",
