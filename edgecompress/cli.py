@@ -137,7 +137,10 @@ def _compile(args) -> int:
         sign_bundle(res.path)
     print(json.dumps(res.summary(), indent=1, default=str) if args.json else
           f"wrote {res.path} ({res.size_bytes:,} bytes) for {res.target}; "
-          f"before {res.metrics_before} after {res.metrics_after}; parity {res.parity['max_abs_diff']:.2e}")
+          f"before {res.metrics_before} after {res.metrics_after}; "
+          f"parity vs compressed program {res.parity['max_abs_diff']:.2e} (bug check), vs source model "
+          + ", ".join(f"{b} {v['max_abs_diff']:.2e}" for b, v in res.vs_source.items())
+          + f" on {res.vs_source['numpy']['rows']} rows")
     return 0
 
 

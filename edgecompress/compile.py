@@ -18,7 +18,7 @@ from edgecompress_runtime.model import Model
 from .errors import CompileError, DataError
 from .export.bundle import BundleDraft, program_members, provenance, reference_members
 from .graph import CallConvention, forward_input_names, lower
-from .graph.io import all_outputs_flat, head_logits, metric_index, source_predict_fn
+from .graph.io import all_outputs_flat, head_logits, metric_index, output_diff, source_predict_fn
 from .graph.spec import apply_declared, input_spec as derive_input_spec
 from .graph.torch_exec import ProgramModule
 from .passes import DEFAULT_PLAN, apply_plan
@@ -28,6 +28,7 @@ from .plan.size import bundle_size
 from .targets import Target, load_target, parse_latency, parse_size
 
 REFERENCE_ROWS = 32
+FIDELITY_ROWS = 1000          # rows the bundle is compared with the source model on (vs_source)
 PARITY_TOL = {"fp32": 1e-5, "quantized": 1e-2}
 SEARCH_ROWS = 20_000          # CTR rows used to score candidate plans
 UNTRAINED_AUC = 0.02          # |AUC - 0.5| below this: the source model looks untrained
@@ -50,12 +51,13 @@ class CompileResult:
     report: dict = field(default_factory=dict)
     model_bytes: int = 0           # the bundle without app artifacts (.pte/.tflite): what memory budgets bound
     warnings: list = field(default_factory=list)     # e.g. an artifact format skipped (toolchain missing)
+    vs_source: dict = field(default_factory=dict)    # per backend: the bundle vs the source model (not the program)
 
     def summary(self) -> dict:
         return {"bundle": str(self.path), "size_bytes": self.size_bytes, "model_bytes": self.model_bytes,
                 "target": self.target,
                 "metrics_before": self.metrics_before, "metrics_after": self.metrics_after,
-                "parity": self.parity, "plan": [c.to_dict() for c in self.plan],
+                "parity": self.parity, "vs_source": self.vs_source, "plan": [c.to_dict() for c in self.plan],
                 "latency_estimate": self.latency_estimate, "budgets": self.budgets,
                 "report": {k: str(v) for k, v in self.report.items()}}
 
@@ -261,10 +263,16 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
         raise CompileError(f"runtime output differs from the host model by {parity['max_abs_diff']:.3g} "
                            f"(tolerance {tol:g}); this is a bug in a pass or an op, please report it")
     after = evaluate(_head_fn(runtime_model, program))
+    # fidelity: the bundle against the source model itself (not the compressed program), on up to
+    # FIDELITY_ROWS rows, outputs in the same form (logit or probability)
+    fid_inputs = {k: np.asarray(ds.inputs[k][:FIDELITY_ROWS]) for k in names}
+    source_out = _torch_outputs(model, fid_inputs, call)
+    vs_source = {"numpy": output_diff(runtime_model.predict_flat(fid_inputs), source_out, fid_inputs)}
     latency = {str(b): latency_model.estimate(program, b)["total_s"]
                for b in sorted(set(tgt.batch_sizes) | {lat_batch})}
     manifest["metrics"] = {"host": {"before": before, "after": after, "fp32_param_bytes": fp32_bytes,
-                                    "param_bytes": program.param_bytes(), "parity": parity},
+                                    "param_bytes": program.param_bytes(), "parity": parity,
+                                    "vs_source": vs_source},
                            "latency_estimate_s": latency, "latency_model": latency_model.estimate(program, lat_batch)["source"]}
     # the numpy bundle alone: what the memory budget bounds (each app artifact
     # is its own deliverable and reports its own size)
@@ -272,10 +280,12 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
     from .export.artifacts import build_artifacts
     artifacts, warnings = build_artifacts(program, plan, target=tgt, reference_inputs=ref_inputs,
                                           reference_outputs=ref_out, formats=formats, evaluate=evaluate,
-                                          progress=progress)
+                                          source=(fid_inputs, source_out), progress=progress)
     warnings = notes + warnings
     for art in artifacts:
         members[art.member] = art.data
+        if "vs_source" in art.meta:
+            vs_source[art.format] = art.meta["vs_source"]
         manifest.setdefault("artifacts", {})[art.format] = {"member": art.member, **art.meta}
     expected = bundle_size(manifest, members)
 
@@ -291,7 +301,7 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
                            parity=final_parity, plan=plan, target=tgt.name,
                            param_bytes={"fp32": fp32_bytes, "compressed": program.param_bytes()},
                            latency_estimate=latency, budgets=budgets, search=search, warnings=warnings,
-                           model_bytes=model_bytes)
+                           model_bytes=model_bytes, vs_source=vs_source)
     if report is not None:
         steps.say(f"writing the report to {report}")
         from .plan.report import write_report

@@ -95,7 +95,8 @@ def _odd_batch(ref: dict, n: int = 300) -> dict:
 @pytest.mark.parametrize("name,data_key", CASES, ids=[f"{n}-{d}" for n, d in CASES])
 def test_zoo_model_artifacts_run_in_real_runtimes(name, data_key, precision, compiled):
     res = compiled(name, data_key, precision)
-    assert not res.warnings
+    # these zoo models are untrained on purpose (export is what is tested): that note is expected
+    assert not [w for w in res.warnings if "looks untrained" not in w]
     numpy_model = ecr.load(res.path, backend="numpy")
     arts = numpy_model.manifest["artifacts"]
     assert set(arts) == {"executorch", "litert"}

@@ -114,6 +114,15 @@ def test_quantized_plan_on_dict_model(model, tmp_path):
                      plan=[EmbeddingRowwiseQuant(bits=8), LinearInt8Weights()], progress=False)
     assert res.parity["ok"]
     assert abs(res.metrics_after["auc"] - res.metrics_before["auc"]) < 0.01
+    # vs the source model (not the compressed program) on 1,000 rows, every head: what int8 costs
+    vs = res.vs_source["numpy"]
+    with torch.no_grad():
+        want = model({k: torch.as_tensor(v[:1000]) for k, v in held.inputs.items()})
+    got = ecr.load(res.path).predict({k: v[:1000] for k, v in held.inputs.items()})
+    true_max = max(float(np.abs(got[k] - want[k].numpy()).max()) for k in got)
+    assert vs["rows"] == 1000 and vs["max_abs_diff"] == pytest.approx(true_max, rel=1e-5)
+    assert 1e-5 < vs["max_abs_diff"] < 0.05 and res.parity["max_abs_diff"] < vs["max_abs_diff"]
+    assert ecr.load(res.path).manifest["metrics"]["host"]["vs_source"] == res.vs_source
 
 
 class MaskedHistory(nn.Module):

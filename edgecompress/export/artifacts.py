@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from edgecompress_runtime.model import split_heads
 
-from ..graph.io import head_logits
+from ..graph.io import head_logits, output_diff
 
 from edgecompress_runtime.backends._common import installed
 
@@ -111,13 +111,15 @@ def _first_line(e: Exception) -> str:
 
 
 def build_artifacts(program, plan, *, target, reference_inputs: dict, reference_outputs: np.ndarray,
-                    formats=None, evaluate=None, progress: bool = True) -> tuple[list[Artifact], list[str]]:
+                    formats=None, evaluate=None, source=None,
+                    progress: bool = True) -> tuple[list[Artifact], list[str]]:
     """Export, load, run and check every requested format (see module doc).
 
     ``formats``: None = every format whose toolchain is installed (or the
     list in $EDGECOMPRESS_FORMATS); else an
     iterable of names ("numpy" is accepted and ignored: the caller writes the
-    numpy form). ``evaluate(predict_fn) -> dict`` adds the artifact's metrics.
+    numpy form). ``evaluate(predict_fn) -> dict`` adds the artifact's metrics; ``source``
+    (inputs, the source model's flat outputs) adds ``meta["vs_source"]``.
     Returns (artifacts, warnings)."""
     explicit = formats is not None
     if formats is None and os.environ.get(FORMATS_ENV):
@@ -166,6 +168,8 @@ def build_artifacts(program, plan, *, target, reference_inputs: dict, reference_
             fail(f"{fmt} artifact differs from the host model by {diff:.3g} on the reference inputs "
                  f"(tolerance {tol:.3g}; recipe: {meta.get('precision')})")
             continue
+        if source is not None:
+            meta["vs_source"] = output_diff(backend.run(_feeds(program, source[0])), source[1], source[0])
         if evaluate is not None:
             bar.set_postfix_str(f"measuring {fmt}")
 

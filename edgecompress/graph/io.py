@@ -149,3 +149,15 @@ def all_outputs_flat(out, n: int) -> np.ndarray:
     cols = [np.asarray(x.detach().float().numpy() if isinstance(x, torch.Tensor) else x,
                        dtype=np.float32).reshape(n, -1) for x in leaves]
     return np.concatenate(cols, axis=1).reshape(-1)
+
+
+def output_diff(got, want, inputs: dict) -> dict:
+    """Max and mean abs difference of two flat output vectors (every head, same layout) on ``inputs``."""
+    rows = len(next(iter(inputs.values()))) if inputs else 0
+    got, want = np.asarray(got, np.float64).reshape(-1), np.asarray(want, np.float64).reshape(-1)
+    if got.shape != want.shape:
+        return {"rows": rows, "max_abs_diff": float("inf"), "mean_abs_diff": float("inf"),
+                "error": f"{got.size} output values for {want.size} expected"}
+    d = np.abs(got - want)
+    return {"rows": rows, "max_abs_diff": float(d.max()) if d.size else 0.0,
+            "mean_abs_diff": float(d.mean()) if d.size else 0.0}

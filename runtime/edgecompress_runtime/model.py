@@ -54,6 +54,14 @@ class Model:
             return _head(out[0])
         return {h["name"]: _head(o) for h, o in zip(heads, out)}
 
+    def predict_flat(self, inputs: dict) -> np.ndarray:
+        """Every head's columns side by side, flattened: the layout of the stored reference outputs."""
+        got = self.predict(inputs)
+        if isinstance(got, dict):
+            n = len(next(iter(inputs.values())))
+            got = np.concatenate([np.asarray(got[h["name"]]).reshape(n, -1) for h in self.outputs], axis=1)
+        return np.asarray(got, dtype=np.float32).reshape(-1)
+
     def predict_proba(self, inputs: dict):
         out = self.predict(inputs)
         heads = self.outputs
@@ -101,11 +109,7 @@ class Model:
     def check_parity(self) -> dict:
         """Max abs diff between this backend and the host's stored outputs."""
         inputs, want = self.reference()
-        got = self.predict(inputs)
-        if isinstance(got, dict):    # reference layout: every head's columns side by side, flat
-            n = len(next(iter(inputs.values())))
-            got = np.concatenate([np.asarray(got[h["name"]]).reshape(n, -1) for h in self.outputs], axis=1)
-        got = np.asarray(got).reshape(-1)
+        got = self.predict_flat(inputs)
         diff = float(np.max(np.abs(got - want.reshape(-1)))) if want.size else 0.0
         tol = float(self.manifest["reference"].get("tolerance", 1e-2))
         # an app artifact carries the tolerance its export was checked with
