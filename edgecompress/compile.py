@@ -18,7 +18,7 @@ from edgecompress_runtime.model import Model
 from .errors import CompileError, DataError
 from .export.bundle import BundleDraft, program_members, provenance, reference_members
 from .graph import CallConvention, forward_input_names, lower
-from .graph.io import all_outputs_flat, head_logits, metric_index, output_diff, source_predict_fn
+from .graph.io import all_outputs_flat, head_logits, metric_head, metric_index, output_diff, source_predict_fn
 from .graph.spec import apply_declared, input_spec as derive_input_spec
 from .graph.torch_exec import ProgramModule
 from .passes import DEFAULT_PLAN, apply_plan
@@ -136,7 +136,7 @@ def _assemble(model, program, plan, tgt, ds, ref_inputs, ref_out, tol, oov_rows,
     members.update(ref_members)
     manifest = {
         "model": {"class": type(model).__name__, "task": ds.task,
-                  "output": program.outputs[program.metric_output]["form"] if program.outputs else "logit",
+                  "output": metric_head(program)["form"] if program.outputs else "logit",
                   "outputs": program.outputs, "metric_output": program.metric_output,
                   "call": program.call.to_dict() if program.call is not None else None},
         "inputs": spec,
@@ -207,8 +207,7 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
     fp32_bytes = program.param_bytes()
     steps.say("measuring the source model")
     notes = []
-    head_i = program.metric_output
-    head = program.outputs[head_i] if isinstance(head_i, int) and program.outputs else None
+    head = metric_head(program) if isinstance(program.metric_output, int) and program.outputs else None
     if head is not None and head.get("width", 1) > 1:
         # [B, k]: k tasks (MMOE) or k candidates (list-wise retrieval); only the user knows which column to rank by
         if not explicit:

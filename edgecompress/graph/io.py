@@ -100,6 +100,12 @@ def metric_index(outputs: list, metric_output):
                     + ", ".join(f"{o['name']} (width {o.get('width', 1)})" for o in outputs))
 
 
+def metric_head(program) -> dict:
+    """The output entry metrics read (``program.metric_output`` is an index or (index, column))."""
+    i = program.metric_output
+    return program.outputs[i[0] if isinstance(i, (tuple, list)) else i]
+
+
 def to_logit(x, form: str):
     """A probability head as a logit (numpy or torch); logits pass through."""
     if form != "probability":

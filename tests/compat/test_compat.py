@@ -91,3 +91,7 @@ def test_searched_plan_on_float_X_and_multi_column_heads(built, tmp_path):
     with pytest.raises(ec.DataError, match=r"metric_output=\"output\[0\]\""):
         ec.compile(mt.model, target="raspberry-pi-4", data=dataset(mt), output=tmp_path / "mt.ecb", progress=False)
     assert not (tmp_path / "mt.ecb").exists()
+    # naming the column lets the planner search a multi-task model
+    res = ec.compile(mt.model, target="raspberry-pi-4", data=dataset(mt), output=tmp_path / "mt.ecb",
+                     progress=False, metric_output="output[0]")
+    assert res.plan and ecr.load(res.path).manifest["model"]["metric_output"] == [0, 0]
