@@ -124,11 +124,13 @@ def _compile(args) -> int:
             raise EdgecompressError(f"cannot read --plan {args.plan}: {e}") from None
         plan = plan_from_json(items["plan"] if isinstance(items, dict) else items)
     train = _load_data(args.train_data) if args.train_data else None
+    roles = {"valid_data": _load_data(args.valid_data) if args.valid_data else None,
+             "test_data": _load_data(args.test_data) if args.test_data else None}
     formats = [f.strip() for f in args.formats.split(",") if f.strip()] if args.formats else None
     res = compile(model, target=args.target, data=ds, output=args.output, plan=plan, formats=formats,
                   memory_budget=args.memory_budget, latency_budget=args.latency_budget, metric=args.metric,
                   metric_output=args.metric_output, input_spec=_read_input_spec(args.input_spec),
-                  train_data=train, report=args.report, progress=not args.quiet,
+                  train_data=train, **roles, seed=args.seed, report=args.report, progress=not args.quiet,
                   latency_table=args.latency_table)
     for w in getattr(res, "warnings", []):
         print(f"edgecompress: warning: {w}", file=sys.stderr)
@@ -197,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="latency budget per batch, e.g. 2ms@64 (default: the target's)")
     p.add_argument("--metric", choices=["auc", "logloss", "recall@10", "ndcg@10"],
                    help="what the planner maximises (default: auc for CTR, recall@10 for retrieval)")
+    p.add_argument("--valid-data", help="rows plans are chosen on (default: half of --data when searching)")
+    p.add_argument("--test-data", help="rows every reported figure comes from (default: the other half of --data)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the validation/test split (default 0)")
     p.add_argument("--metric-output", help="multi-head models: the output the metric and the planner use "
                    "(default: the first)")
     p.add_argument("--input-spec", metavar="FILE",

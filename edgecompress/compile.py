@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -52,24 +54,50 @@ class CompileResult:
     model_bytes: int = 0           # the bundle without app artifacts (.pte/.tflite): what memory budgets bound
     warnings: list = field(default_factory=list)     # e.g. an artifact format skipped (toolchain missing)
     vs_source: dict = field(default_factory=dict)    # per backend: the bundle vs the source model (not the program)
+    data_roles: dict = field(default_factory=dict)   # which rows each figure came from (train / validation / test)
 
     def summary(self) -> dict:
         return {"bundle": str(self.path), "size_bytes": self.size_bytes, "model_bytes": self.model_bytes,
                 "target": self.target,
                 "metrics_before": self.metrics_before, "metrics_after": self.metrics_after,
-                "parity": self.parity, "vs_source": self.vs_source, "plan": [c.to_dict() for c in self.plan],
+                "parity": self.parity, "vs_source": self.vs_source, "data_roles": self.data_roles, "plan": [c.to_dict() for c in self.plan],
                 "latency_estimate": self.latency_estimate, "budgets": self.budgets,
                 "report": {k: str(v) for k, v in self.report.items()}}
 
 
-def _eval_views(data):
-    """(Dataset whose inputs define the spec, full evaluation, fast evaluation, default metric)."""
+def _eval_views(valid, test):
+    """(Dataset whose inputs define the spec, evaluation on test rows (every reported figure),
+    evaluation on validation rows (plan search), default metric)."""
     from .metrics import evaluate_ctr, evaluate_retrieval
-    if hasattr(data, "test_user"):          # RetrievalData: rank held-out items
-        return (data.train, lambda fn: evaluate_retrieval(fn, data),
-                lambda fn: evaluate_retrieval(fn, data, max_users=SEARCH_USERS), "recall@10")
-    sub = data.take(np.arange(min(len(data), SEARCH_ROWS)))
-    return data, lambda fn: evaluate_ctr(fn, data), lambda fn: evaluate_ctr(fn, sub), "auc"
+    if hasattr(test, "test_user"):          # RetrievalData: rank held-out items
+        return (test.train, lambda fn: evaluate_retrieval(fn, test),
+                lambda fn: evaluate_retrieval(fn, valid, max_users=SEARCH_USERS), "recall@10")
+    sub = valid.take(np.arange(min(len(valid), SEARCH_ROWS)))
+    return test, lambda fn: evaluate_ctr(fn, test), lambda fn: evaluate_ctr(fn, sub), "auc"
+
+
+def split_roles(data, seed: int = 0):
+    """One held-out set -> (validation, test) halves, seeded; CTR rows stratified by label,
+    retrieval data by test user. Plans are chosen on validation rows; every figure is on test rows."""
+    rng = np.random.default_rng(seed)
+    if hasattr(data, "test_user"):
+        order = rng.permutation(len(data.test_user))
+        half = len(order) // 2
+        pick = [np.sort(order[:half]), np.sort(order[half:])]
+        return tuple(dataclasses.replace(data, test_user=data.test_user[i], test_item=data.test_item[i])
+                     for i in pick)
+    label = np.asarray(data.label)
+    valid = []
+    for cls in np.unique(label):
+        rows = rng.permutation(np.flatnonzero(label == cls))
+        valid.append(rows[: len(rows) // 2])
+    valid = np.sort(np.concatenate(valid)) if valid else np.zeros(0, np.int64)
+    test = np.setdiff1d(np.arange(len(label)), valid)
+    return data.take(valid), data.take(test)
+
+
+def _rows(d) -> int:
+    return len(d.test_user) if hasattr(d, "test_user") else len(d)
 
 
 def _check_data(model, ds) -> CallConvention:
@@ -152,14 +180,17 @@ def _assemble(model, program, plan, tgt, ds, ref_inputs, ref_out, tol, oov_rows,
 
 
 def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_budget=None,
-            latency_budget=None, metric=None, metric_output=None, input_spec=None, train_data=None, oov_rows=None,
-            report=None,
+            latency_budget=None, metric=None, metric_output=None, input_spec=None, train_data=None,
+            valid_data=None, test_data=None, seed: int = 0, oov_rows=None, report=None,
             tolerance: float = 5e-4, formats=None, progress: bool = True, latency_table=None) -> CompileResult:
     """Compile ``model`` for ``target`` (a profile name, path or Target).
 
     ``data``: held-out data (a Dataset, RetrievalData for retrieval models, or a .npz path / name as ``--data``)
     used for the input spec, metrics before/after, plan search and reference I/O.
-    ``train_data``: training rows for row frequencies and distillation (default: ``data``).
+    ``train_data``: training rows for row frequencies, distillation and activation calibration; without
+    it those passes are skipped (never trained on held-out rows). ``valid_data`` / ``test_data``: the rows
+    plans are chosen on and the rows every reported figure comes from; by default a searched compile splits
+    ``data`` in two (seeded by ``seed``, stratified by label) and says so in ``warnings``.
     ``plan``: None searches the most accurate plan inside the budgets
     (``memory_budget`` like "8MB", ``latency_budget`` like "2ms@64"; both default
     to the target's); a list of pass configs replays that plan ([] = fp32).
@@ -180,10 +211,26 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
 
     from .data import load as load_data
     data, train_data = load_data(data), load_data(train_data)   # paths and names as the CLI takes them
+    valid_data, test_data = load_data(valid_data), load_data(test_data)
     tgt = target if isinstance(target, Target) else load_target(target)
     explicit = plan is not None
     mem, lat, lat_batch = _budgets(tgt, memory_budget, latency_budget, explicit)
-    ds, evaluate, evaluate_fast, default_metric = _eval_views(data)
+    notes = []
+    # three roles: train rows (frequencies, distillation), validation rows (plan search), test rows (figures)
+    if valid_data is not None or test_data is not None:
+        valid, test = (valid_data if valid_data is not None else data), (test_data if test_data is not None else data)
+        roles = {"validation": "valid_data" if valid_data is not None else "data",
+                 "test": "test_data" if test_data is not None else "data"}
+    elif explicit:                # nothing is chosen on the rows: all of them report
+        valid = test = data
+        roles = {"validation": "none (plan given)", "test": "data"}
+    else:
+        valid, test = split_roles(data, seed)
+        roles = {"validation": f"half of data ({_rows(valid)} rows, seed {seed}, stratified)",
+                 "test": f"the other half ({_rows(test)} rows)"}
+        notes.append(f"data split into {_rows(valid)} validation rows (plan search) and {_rows(test)} test rows "
+                     "(every reported figure); pass valid_data= and test_data= to choose them")
+    ds, evaluate, evaluate_fast, default_metric = _eval_views(valid, test)
     metric = metric or default_metric
     try:
         higher_is_better(metric)
@@ -202,11 +249,22 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
     program.metric_output = metric_index(program.outputs, metric_output)
     apply_declared(derive_input_spec(program, ds.inputs, ds.vocab, ds.meta, oov_rows), input_spec, ds.inputs)
     _check_ids_fit(program, ds)
-    train = getattr(train_data, "train", train_data) if train_data is not None else ds
-    program.context.update(teacher=model, train_data=train, calibration_data=ds)
+    # retrieval data carries its own training interactions; CTR rows without train_data train nothing
+    train = getattr(train_data, "train", train_data) if train_data is not None else \
+        (data.train if hasattr(data, "train") else None)
+    calibration = train if train is not None else (valid.train if hasattr(valid, "train") else valid)
+    program.context.update(teacher=model, train_data=train, calibration_data=calibration)
+    roles["train"] = "train_data" if train_data is not None else ("data.train" if train is not None else "none")
+    if train is None:
+        notes.append("no train_data: distillation and frequency-based row pruning are skipped (they would "
+                     "train on held-out rows)")
+        if explicit:
+            dropped = [c for c in plan if c.NAME in ("distill", "embedding_row_prune")]
+            plan = [c for c in plan if c.NAME not in ("distill", "embedding_row_prune")]
+            if dropped:
+                notes.append(f"skipped {', '.join(c.NAME for c in dropped)}: needs train_data")
     fp32_bytes = program.param_bytes()
     steps.say("measuring the source model")
-    notes = []
     head = metric_head(program) if isinstance(program.metric_output, int) and program.outputs else None
     if head is not None and head.get("width", 1) > 1:
         # [B, k]: k tasks (MMOE) or k candidates (list-wise retrieval); only the user knows which column to rank by
@@ -271,7 +329,7 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
                for b in sorted(set(tgt.batch_sizes) | {lat_batch})}
     manifest["metrics"] = {"host": {"before": before, "after": after, "fp32_param_bytes": fp32_bytes,
                                     "param_bytes": program.param_bytes(), "parity": parity,
-                                    "vs_source": vs_source},
+                                    "vs_source": vs_source, "data_roles": roles},
                            "latency_estimate_s": latency, "latency_model": latency_model.estimate(program, lat_batch)["source"]}
     # the numpy bundle alone: what the memory budget bounds (each app artifact
     # is its own deliverable and reports its own size)
@@ -300,12 +358,12 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
                            parity=final_parity, plan=plan, target=tgt.name,
                            param_bytes={"fp32": fp32_bytes, "compressed": program.param_bytes()},
                            latency_estimate=latency, budgets=budgets, search=search, warnings=warnings,
-                           model_bytes=model_bytes, vs_source=vs_source)
+                           model_bytes=model_bytes, vs_source=vs_source, data_roles=roles)
     if report is not None:
         steps.say(f"writing the report to {report}")
         from .plan.report import write_report
         result.report = write_report(report, result=result, program=program, base_program=None, model=model,
-                                     data=data, train=train, metric=metric, latency_model=latency_model)
+                                     data=test, train=train, metric=metric, latency_model=latency_model)
     steps.done()
     return result
 

@@ -226,3 +226,25 @@ def test_data_as_a_path_and_an_untrained_model_is_flagged(tmp_path):
     res = ec.compile(model, target="local", data=tmp_path / "d.npz", output=tmp_path / "t.ecb", plan=[],
                      progress=False)
     assert res.metrics_before["auc"] > 0.99 and not any("untrained" in w for w in res.warnings)
+
+
+def test_data_roles_search_on_validation_report_on_test_train_only_on_train(model, tmp_path):
+    from edgecompress.passes import Distill
+    data = _data(4000, seed=3)
+    res = ec.compile(model, target="raspberry-pi-4", data=data, output=tmp_path / "s.ecb", progress=False)
+    # one held-out set: half chooses the plan, the other half reports, stratified by label
+    assert res.metrics_before["n"] == res.metrics_after["n"] and abs(res.metrics_before["n"] - 2000) <= 1
+    assert any("validation rows" in w for w in res.warnings)
+    assert res.data_roles["train"] == "none" and "half" in res.data_roles["validation"]
+    assert not any(c.NAME == "distill" for c in res.plan)                 # nothing trains on held-out rows
+    assert ecr.load(res.path).manifest["metrics"]["host"]["data_roles"] == res.data_roles
+    # explicit roles: every figure on the test rows given
+    valid, test = data.take(np.arange(1000)), data.take(np.arange(1000, 2500))
+    res = ec.compile(model, target="raspberry-pi-4", data=data, valid_data=valid, test_data=test,
+                     output=tmp_path / "e.ecb", progress=False)
+    assert res.metrics_after["n"] == 1500 and res.data_roles["test"] == "test_data"
+    # a plan that trains, without train_data: skipped with a note, not run on held-out rows
+    res = ec.compile(model, target="local", data=test, output=tmp_path / "d.ecb", progress=False,
+                     plan=[Distill(epochs=1.0), EmbeddingRowwiseQuant(bits=8)])
+    assert [c.NAME for c in res.plan] == ["embedding_rowwise_quant"]
+    assert any("skipped distill" in w for w in res.warnings)

@@ -38,7 +38,7 @@ def _ctr_slices(ds, train, predict_before, predict_after) -> list[dict]:
         user_name = f"field {user} (2nd largest vocabulary)" if user is not None else None
     label = np.asarray(ds.label)
     s0, s1 = predict_before(ds.inputs), predict_after(ds.inputs)
-    tr = np.asarray(train.inputs["sparse"]) if "sparse" in train.inputs else sparse
+    tr = np.asarray(train.inputs["sparse"]) if train is not None and "sparse" in train.inputs else sparse
     out = []
     for idx, name, kinds in ((item, item_name, ("cold", "popular")), (user, user_name, ("light", "heavy"))):
         if idx is None:

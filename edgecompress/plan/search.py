@@ -314,7 +314,7 @@ class Planner:
             top = self._choose(feasible)
             structural = any(s.keep < 1 or s.dim for s in top.state.tables.values()) or \
                 any(k < 1 for k in top.state.layers.values())
-            if structural:
+            if structural and self.base.context.get("train_data") is not None:   # never on held-out rows
                 self.log("distilling the chosen plan from the source model")
                 d = self.evaluate(dataclasses.replace(top.state, distill=True))
                 if self._fits(d):
