@@ -104,3 +104,24 @@ def test_app_formats_run_sequence_models(cls, tmp_path):
     for backend in ("litert", "executorch"):
         got = ecr.load(res.path, backend=backend).predict(held)
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=0, err_msg=backend)
+
+
+def test_conv_weights_int8_per_channel(tmp_path):
+    from edgecompress.passes import ConvInt8Weights, EmbeddingRowwiseQuant, LinearInt8Weights
+    data = _data()
+    torch.manual_seed(0)
+    model = ConvTower().eval()
+    plan = [EmbeddingRowwiseQuant(bits=8), LinearInt8Weights(), ConvInt8Weights()]
+    res = ec.compile(model, target="local", data=data.take(np.arange(600)), output=tmp_path / "q.ecb", plan=plan,
+                     progress=False)
+    m = ecr.load(res.path)
+    conv = m.manifest["params"]["c.weight"]
+    assert conv["role"] == "conv" and conv["kind"] == "channel_int8" and conv["shape"] == [4, 1, 3, 1]
+    w = model.c.weight.detach().numpy()
+    got = m._backend.params["c.weight"].dense()
+    assert got.shape == w.shape and np.abs(got - w).max() <= np.abs(w).max() / 127 / 2 + 1e-7   # half a step
+    held = {k: v[600:1600] for k, v in data.inputs.items()}
+    with torch.no_grad():
+        want = model(**{k: torch.as_tensor(v) for k, v in held.items()}).numpy()
+    assert np.abs(m.predict(held) - want).max() < 0.05
+    assert res.parity["ok"]

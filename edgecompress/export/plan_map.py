@@ -85,6 +85,10 @@ def steps(program, plan, fmt: str) -> tuple[list[dict], list[str]]:
                     if mode == "static":
                         approx.append(f"{name}: static int8 activations are approximated by dynamic int8 "
                                       "(LiteRT static quantization makes the model's inputs/outputs int8)")
+        elif name == "conv_int8_weights":
+            step["as"] = ("the plan's int8 kernel values stored dequantized as fp32 (exact values; the kernels "
+                          "are not smaller in this format)")
+            step["exact"] = True
         elif name.startswith("linear_int8"):
             step["as"] = "no Linear layer was quantized by this pass: nothing to express"
             step["exact"] = True

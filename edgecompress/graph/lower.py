@@ -470,6 +470,8 @@ def _note_roles(op, node, ref, roles, paddings, args) -> None:
         b = node.args[2] if len(node.args) > 2 else None
         if b is not None and pname(b):
             roles[pname(b)] = "bias"
+    elif op == "convolution.default" and pname(node.args[1]):
+        roles[pname(node.args[1])] = "conv"
     elif op.startswith("embedding") and pname(node.args[0]):
         roles[pname(node.args[0])] = "embedding"
         pad = _padding_idx(op, node, args)

@@ -66,8 +66,8 @@ class ProgramModule(nn.Module):
                 if p.act:   # int8 activations: simulated so the host reference matches the device
                     scale = rt.arrays.get("act_scale")
                     self.act_quant[_key(name)] = (p.act, None if scale is None else float(scale.reshape(-1)[0]))
-            else:
-                self.others[_key(name)] = nn.Parameter(dense, requires_grad=trainable)
+            else:   # in its logical shape (a conv kernel stored int8 as [out, in*k] included)
+                self.others[_key(name)] = nn.Parameter(dense.reshape(p.shape), requires_grad=trainable)
         self.constants = {k: torch.from_numpy(np.asarray(v)) for k, v in program.constants.items()}
         for k, v in self.constants.items():
             self.register_buffer(f"const__{k}", v, persistent=False)

@@ -10,7 +10,7 @@ from .distill import Distill
 from .prune_mlp import MLPNeuronPrune, find_groups
 from .prune_rows import EmbeddingRowPrune
 from .quantize_embeddings import EmbeddingRowwiseQuant
-from .quantize_linear import LinearInt8Dynamic, LinearInt8Static, LinearInt8Weights
+from .quantize_linear import ConvInt8Weights, LinearInt8Dynamic, LinearInt8Static, LinearInt8Weights
 from .reduce_dims import EmbeddingDimReduce
 from .sparse import LinearSparsePrune
 
@@ -18,4 +18,4 @@ DEFAULT_PLAN = (EmbeddingRowwiseQuant(bits=8), LinearInt8Weights())
 
 __all__ = ["PassConfig", "apply_pass", "apply_plan", "plan_to_json", "plan_from_json", "DEFAULT_PLAN",
            "EmbeddingRowwiseQuant", "EmbeddingRowPrune", "EmbeddingDimReduce", "MLPNeuronPrune", "find_groups",
-           "LinearInt8Weights", "LinearInt8Dynamic", "LinearInt8Static", "LinearSparsePrune", "Distill"]
+           "LinearInt8Weights", "ConvInt8Weights", "LinearInt8Dynamic", "LinearInt8Static", "LinearSparsePrune", "Distill"]

@@ -1,6 +1,7 @@
 """int8 Linear layers: symmetric per-output-channel weights, and optionally
 int8 activations, dynamic (scale per row at run time) or static (one scale
-calibrated on data). Three configs, one function."""
+calibrated on data). Three configs, one function. Convolution weights
+(xDeepFM's CIN, CCPM) get the same per-output-channel int8 storage (ConvInt8Weights)."""
 from __future__ import annotations
 
 import dataclasses
@@ -16,6 +17,15 @@ class LinearInt8Weights(PassConfig):
     NAME = "linear_int8_weights"
     VERSION = 1
     min_params: int = 0      # skip layers smaller than this (not worth the scales)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvInt8Weights(PassConfig):
+    """Weight-only int8 for convolution kernels [out, in/groups, *k], one scale per output channel;
+    the device dequantizes them once at load, as Linear weights."""
+    NAME = "conv_int8_weights"
+    VERSION = 1
+    min_params: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +95,22 @@ def _apply(program, config, filter_fn, act):
 @register(LinearInt8Weights)
 def quantize_linear_(program, config: LinearInt8Weights, filter_fn):
     return _apply(program, config, filter_fn, None)
+
+
+@register(ConvInt8Weights)
+def quantize_conv_(program, config: ConvInt8Weights, filter_fn):
+    for name, p in list(program.params.items()):
+        if program.roles.get(name) != "conv" or p.kind != "fp32" or not filter_fn(name, "conv"):
+            continue
+        w = p.arrays["data"]
+        if w.size < max(config.min_params, 1):
+            continue
+        codes, scale, deq = quantize_channels(w.reshape(w.shape[0], -1))    # stored [out, in*k]
+        program.params[name] = p.replace(kind="channel_int8", arrays={"codes": codes, "scale": scale}, bits=8,
+                                         info={**p.info, "max_abs_error": float(np.abs(deq - w.reshape(deq.shape)).max()),
+                                               "bytes_before": p.nbytes})
+        program.log.append({"pass": config.NAME, "param": name, "bytes": [p.nbytes, program.params[name].nbytes]})
+    return program
 
 
 @register(LinearInt8Dynamic)
