@@ -160,7 +160,7 @@ def run_model(lib, name, tmp: Path, search: bool) -> dict:
         fp32["n_nodes"] = len(base.manifest["graph"]["nodes"])
         fp32["output_forms"] = sorted({o.get("form") for o in base.outputs})
         arts = base.manifest.get("artifacts") or {}
-        fp32["artifacts"] = {f: {"bytes": a.get("size_bytes"), "export_s": a.get("export_s"),
+        fp32["artifacts"] = {f: {"bytes": a.get("size_bytes"),
                                  "precision": a.get("precision"), "approximations": a.get("approximations"),
                                  "reference_parity": a.get("parity"), "metrics": a.get("metrics")}
                              for f, a in arts.items()}

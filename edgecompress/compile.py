@@ -156,7 +156,8 @@ def _budgets(tgt: Target, memory_budget, latency_budget, explicit_plan: bool):
     return mem, lat, batch
 
 
-def _assemble(model, program, plan, tgt, ds, ref_inputs, ref_out, tol, oov_rows, declared=None):
+def _assemble(model, program, plan, tgt, ds, ref_inputs, ref_out, tol, oov_rows, declared=None,
+              reproducible=False):
     """Manifest (without metrics) and members of the bundle for a program."""
     spec = apply_declared(derive_input_spec(program, ds.inputs, ds.vocab, ds.meta, oov_rows), declared, ds.inputs)
     params, consts, members = program_members(program)
@@ -174,14 +175,14 @@ def _assemble(model, program, plan, tgt, ds, ref_inputs, ref_out, tol, oov_rows,
         "reference": {**ref_manifest, "tolerance": tol},
         "target": {"name": tgt.name, "backends": list(tgt.backends), "arch": tgt.arch},
         "plan": [c.to_dict() for c in plan],
-        "provenance": provenance(model, plan),
+        "provenance": provenance(model, plan, reproducible=reproducible),
     }
     return manifest, members
 
 
 def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_budget=None,
             latency_budget=None, metric=None, metric_output=None, input_spec=None, train_data=None,
-            valid_data=None, test_data=None, seed: int = 0, oov_rows=None, report=None,
+            valid_data=None, test_data=None, seed: int | None = None, oov_rows=None, report=None,
             tolerance: float = 5e-4, formats=None, progress: bool = True, latency_table=None) -> CompileResult:
     """Compile ``model`` for ``target`` (a profile name, path or Target).
 
@@ -190,7 +191,8 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
     ``train_data``: training rows for row frequencies, distillation and activation calibration; without
     it those passes are skipped (never trained on held-out rows). ``valid_data`` / ``test_data``: the rows
     plans are chosen on and the rows every reported figure comes from; by default a searched compile splits
-    ``data`` in two (seeded by ``seed``, stratified by label) and says so in ``warnings``.
+    ``data`` in two (seeded by ``seed``, stratified by label) and says so in ``warnings``. With ``seed``
+    given the bundle is reproducible: the same inputs give the same bytes (no wall-clock time inside).
     ``plan``: None searches the most accurate plan inside the budgets
     (``memory_budget`` like "8MB", ``latency_budget`` like "2ms@64"; both default
     to the target's); a list of pass configs replays that plan ([] = fp32).
@@ -225,8 +227,8 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
         valid = test = data
         roles = {"validation": "none (plan given)", "test": "data"}
     else:
-        valid, test = split_roles(data, seed)
-        roles = {"validation": f"half of data ({_rows(valid)} rows, seed {seed}, stratified)",
+        valid, test = split_roles(data, seed or 0)
+        roles = {"validation": f"half of data ({_rows(valid)} rows, seed {seed or 0}, stratified)",
                  "test": f"the other half ({_rows(test)} rows)"}
         notes.append(f"data split into {_rows(valid)} validation rows (plan search) and {_rows(test)} test rows "
                      "(every reported figure); pass valid_data= and test_data= to choose them")
@@ -256,13 +258,15 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
     program.context.update(teacher=model, train_data=train, calibration_data=calibration)
     roles["train"] = "train_data" if train_data is not None else ("data.train" if train is not None else "none")
     if train is None:
-        notes.append("no train_data: distillation and frequency-based row pruning are skipped (they would "
-                     "train on held-out rows)")
-        if explicit:
+        if not explicit:
+            notes.append("no train_data: the planner tries no distillation and no frequency-based row pruning "
+                         "(they would learn from held-out rows)")
+        else:
             dropped = [c for c in plan if c.NAME in ("distill", "embedding_row_prune")]
             plan = [c for c in plan if c.NAME not in ("distill", "embedding_row_prune")]
             if dropped:
-                notes.append(f"skipped {', '.join(c.NAME for c in dropped)}: needs train_data")
+                notes.append(f"skipped {', '.join(c.NAME for c in dropped)}: needs train_data (it would learn "
+                             "from held-out rows)")
     fp32_bytes = program.param_bytes()
     steps.say("measuring the source model")
     head = metric_head(program) if isinstance(program.metric_output, int) and program.outputs else None
@@ -286,7 +290,8 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
 
     def size_fn(prog, p):
         manifest, members = _assemble(model, prog, p, tgt, ds, ref_inputs,
-                                      np.zeros(ref_rows * out_width, np.float32), 0.0, oov_rows, input_spec)
+                                      np.zeros(ref_rows * out_width, np.float32), 0.0, oov_rows, input_spec,
+                                      seed is not None)
         manifest["metrics"] = {"host": {"before": before, "after": before, "fp32_param_bytes": fp32_bytes,
                                         "param_bytes": prog.param_bytes(), "parity": {}}}
         return bundle_size(manifest, members)
@@ -310,7 +315,8 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
     host_ref = ProgramModule(program).eval() if plan else model
     ref_out = _torch_outputs(host_ref, ref_inputs, call)
     tol = PARITY_TOL["quantized" if quantized else "fp32"]
-    manifest, members = _assemble(model, program, plan, tgt, ds, ref_inputs, ref_out, tol, oov_rows, input_spec)
+    manifest, members = _assemble(model, program, plan, tgt, ds, ref_inputs, ref_out, tol, oov_rows, input_spec,
+                                  seed is not None)
 
     steps.say("measuring the bundle through the runtime")
     draft = BundleDraft(manifest, members)

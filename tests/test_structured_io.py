@@ -248,3 +248,15 @@ def test_data_roles_search_on_validation_report_on_test_train_only_on_train(mode
                      plan=[Distill(epochs=1.0), EmbeddingRowwiseQuant(bits=8)])
     assert [c.NAME for c in res.plan] == ["embedding_rowwise_quant"]
     assert any("skipped distill" in w for w in res.warnings)
+
+
+def test_same_inputs_and_seed_give_a_byte_identical_bundle(model, tmp_path):
+    data = _data(3000, seed=5)
+    paths = []
+    for i in range(2):
+        ec.compile(model, target="raspberry-pi-4", data=data, output=tmp_path / f"{i}.ecb", progress=False, seed=3)
+        paths.append((tmp_path / f"{i}.ecb").read_bytes())
+    assert paths[0] == paths[1]
+    assert "created_unix" not in ecr.load(tmp_path / "0.ecb").manifest["provenance"]
+    ec.compile(model, target="local", data=data, output=tmp_path / "t.ecb", plan=[], progress=False)
+    assert "created_unix" in ecr.load(tmp_path / "t.ecb").manifest["provenance"]

@@ -27,7 +27,6 @@ int8 Linear) gets the quantized tolerance.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -154,9 +153,7 @@ def build_artifacts(program, plan, *, target, reference_inputs: dict, reference_
         bar.set_postfix_str(f"checking {fmt}")
         try:
             backend = _backend(fmt, data, meta)
-            t0 = time.perf_counter()
             got = np.asarray(backend.run(feeds), dtype=np.float32).reshape(-1)
-            meta["reference_run_s"] = round(time.perf_counter() - t0, 4)
         except Exception as e:  # noqa: BLE001
             fail(f"the exported {fmt} artifact does not run in its runtime ({_first_line(e)})")
             continue

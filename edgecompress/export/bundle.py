@@ -4,6 +4,7 @@ in edgecompress_runtime.bundle: one format, one loader."""
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import time
 
@@ -59,19 +60,26 @@ def reference_members(inputs: dict, outputs: np.ndarray) -> tuple[dict, dict]:
     return {"inputs": names, "outputs": "reference/outputs.npy"}, members
 
 
-def provenance(model, plan) -> dict:
-    return {
+def provenance(model, plan, reproducible: bool = False) -> dict:
+    """Where a bundle came from. ``reproducible``: no wall-clock time (the same inputs give the same bytes);
+    SOURCE_DATE_EPOCH, when set, is the time recorded either way."""
+    when = os.environ.get("SOURCE_DATE_EPOCH")
+    out = {
         "edgecompress": _version(),
         "edgecompress_runtime": edgecompress_runtime.__version__,
         "torch": torch.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
         "host": f"{platform.system()} {platform.machine()}",
-        "created_unix": int(time.time()),
         "source_model_class": f"{type(model).__module__}.{type(model).__qualname__}",
         "source_model_sha256": source_model_hash(model),
         "plan": plan_to_json(plan),
     }
+    if when is not None and when.isdigit():
+        out["created_unix"] = int(when)
+    elif not reproducible:
+        out["created_unix"] = int(time.time())
+    return out
 
 
 def _version() -> str:

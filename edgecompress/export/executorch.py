@@ -15,7 +15,6 @@ Measured facts behind these choices: shared/notes/toolchain.md.
 from __future__ import annotations
 
 import re
-import time
 
 import torch
 
@@ -72,7 +71,6 @@ def export_executorch(program, plan, *, example: dict, max_batch: int = 1024) ->
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 
     _register_ops()
-    t0 = time.perf_counter()
     module = ExecuTorchExportModule(program).eval()
     args = example_args(program, example)
     if args[0].shape[0] < 2:
@@ -105,7 +103,6 @@ def export_executorch(program, plan, *, example: dict, max_batch: int = 1024) ->
         "ops": ops,
         "runtime": "executorch.runtime (import executorch.kernels.quantized first)",
         "toolchain": versions(),
-        "export_s": round(time.perf_counter() - t0, 2),
     }
     if module.fp32_tables:
         meta["notes"] = [fp32_tables_note(module.fp32_tables)]

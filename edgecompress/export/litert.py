@@ -18,7 +18,6 @@ import contextlib
 import io
 import logging
 import os
-import time
 
 import torch
 
@@ -82,7 +81,6 @@ def export_litert(program, plan, *, example: dict, batch_sizes=(1, 64, 256)) -> 
     signature per entry of ``batch_sizes``."""
     import litert_torch
 
-    t0 = time.perf_counter()
     module = LiteRTExportModule(program).eval()
     names = list(program.graph["inputs"])
     args = example_args(program, example)
@@ -121,7 +119,6 @@ def export_litert(program, plan, *, example: dict, batch_sizes=(1, 64, 256)) -> 
         "tflite_runtime_ok": not (qlin and mode != "weights"),
         "runtime": "ai_edge_litert.interpreter.Interpreter (or tflite_runtime on numpy < 2)",
         "toolchain": versions(),
-        "export_s": round(time.perf_counter() - t0, 2),
     }
     if module.fp32_tables:
         meta["notes"] = [fp32_tables_note(module.fp32_tables)]
