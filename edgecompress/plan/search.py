@@ -24,8 +24,8 @@ import numpy as np
 from ..errors import CompileError
 from ..graph.io import head_logits
 from ..metrics import higher_is_better
-from ..passes import (Distill, EmbeddingDimReduce, EmbeddingRowPrune, EmbeddingRowwiseQuant, LinearInt8Weights,
-                      MLPNeuronPrune, apply_plan, find_groups)
+from ..passes import (ConvInt8Weights, Distill, EmbeddingDimReduce, EmbeddingRowPrune, EmbeddingRowwiseQuant,
+                      LinearInt8Weights, MLPNeuronPrune, apply_plan, find_groups)
 from ..passes.prune_rows import remap_dtype
 
 BITS = (32, 8, 4, 2)
@@ -188,15 +188,22 @@ class Planner:
             self.table_cache[key] = prog.params[name]
         return self.table_cache[key]
 
+    def plan_of(self, state: PlanState) -> list:
+        """A state's pass configs; where Linear layers go int8, convolution kernels do too."""
+        plan = state.plan(self.distill_config)
+        if state.linear == "int8" and any(r == "conv" for r in self.base.roles.values()):
+            plan.append(ConvInt8Weights())
+        return plan
+
     def build(self, state: PlanState):
         """The compressed program for a state (tables from the per-table cache)."""
         if state.distill:
             prog = self.base.copy()
-            return apply_plan(prog, state.plan(self.distill_config))
+            return apply_plan(prog, self.plan_of(state))
         prog = self.base.copy()
         for name, st in state.tables.items():
             prog.params[name] = self._table_param(name, st)
-        rest = [c for c in state.plan() if isinstance(c, (MLPNeuronPrune, LinearInt8Weights))]
+        rest = [c for c in self.plan_of(state) if isinstance(c, (MLPNeuronPrune, LinearInt8Weights, ConvInt8Weights))]
         return apply_plan(prog, rest)
 
     def evaluate(self, state: PlanState, label: str = "") -> Candidate:
@@ -208,7 +215,7 @@ class Planner:
         ex = self._executor(prog.graph, params, prog.constants)
         metrics = self.evaluate_fn(lambda feeds: np.asarray(
             head_logits(ex.run(feeds), prog.outputs, prog.metric_output), dtype=np.float32).reshape(-1))
-        plan = state.plan(self.distill_config)
+        plan = self.plan_of(state)
         cand = Candidate(state=state, plan=plan, metric=float(metrics[self.metric]), metrics=metrics,
                          size_bytes=self.size_fn(prog, plan), latency_s=self.latency.estimate(prog, self.batch)["total_s"],
                          program=prog, label=label or state.describe())

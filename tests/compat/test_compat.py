@@ -95,3 +95,16 @@ def test_searched_plan_on_float_X_and_multi_column_heads(built, tmp_path):
     res = ec.compile(mt.model, target="raspberry-pi-4", data=dataset(mt), output=tmp_path / "mt.ecb",
                      progress=False, metric_output="output[0]")
     assert res.plan and ecr.load(res.path).manifest["model"]["metric_output"] == [0, 0]
+
+
+def test_searched_plan_quantizes_cin_convolutions(built, tmp_path):
+    """xDeepFM's CIN is a stack of Conv1d: with int8 Linear layers the planner stores their kernels int8 too."""
+    cm = built("deepctr-torch", "xDeepFM")
+    train = Dataset("train", "ctr", cm.train_inputs, np.asarray(cm.train_label).reshape(-1))
+    res = ec.compile(cm.model, target="raspberry-pi-4", data=dataset(cm, slice(HELD_OUT, None)), train_data=train,
+                     output=tmp_path / "x.ecb", progress=False)
+    params = ecr.load(res.path).manifest["params"]
+    convs = {k: v for k, v in params.items() if v["role"] == "conv"}
+    assert convs and "conv_int8_weights" in [c.NAME for c in res.plan]
+    assert all(v["kind"] == "channel_int8" for v in convs.values())
+    assert res.parity["ok"] and abs(res.metrics_after["auc"] - res.metrics_before["auc"]) < 0.02
