@@ -1,4 +1,4 @@
-"""The Core ATen numpy ops (runtime/edgecompress_runtime/ops_aten.py) against torch.ops.aten.
+"""The Core ATen numpy ops (runtime/edgecompress_runtime/aten/) against torch.ops.aten.
 
 Every op in OPS whose name has a "." is an ATen overload: each is one test here, running
 hand-written cases (broadcasting, negative dims, empty batches, dtype promotion, 0-d
@@ -685,7 +685,7 @@ def test_out_of_range_indices_raise(name, args):
 def test_runtime_imports_without_torch():
     runtime = Path(__file__).resolve().parent.parent / "runtime"
     code = ("import sys; sys.modules['torch'] = None; sys.modules['edgecompress'] = None\n"
-            "import edgecompress_runtime.ops as ops, edgecompress_runtime.ops_aten\n"
+            "import edgecompress_runtime.ops as ops, edgecompress_runtime.aten\n"
             "import numpy as np\n"
             "assert 'convolution.default' in ops.OPS and 'add' in ops.OPS\n"
             "assert ops.OPS['add.Tensor'](np.ones(2, np.float32), 1.5, 1).tolist() == [2.5, 2.5]\n"

@@ -222,7 +222,7 @@ def _unsupported_report(found: dict) -> str:
         lines.append(f"  aten.{name} x{len(nodes)} ({owner}) at {_where(nodes[0])}")
     return ("the model uses ops the bundle op set does not implement (Core ATen after torch.export "
             f"decomposition): {len(found)} op(s)\n" + "\n".join(lines) +
-            "\nadd each with an ATen-named numpy function in edgecompress_runtime/ops_aten.py "
+            "\nadd each with an ATen-named numpy function in edgecompress_runtime/aten/ "
             "(see docs/ops.md, 'Adding an op'), or replace that layer in your model")
 
 

@@ -443,4 +443,4 @@ def check_ops(nodes) -> None:
             f"bundle uses ops this runtime does not implement: {', '.join(unknown)}; "
             "upgrade edgecompress-runtime")
 
-from . import ops_aten  # noqa: E402,F401  (Core ATen overloads register into OPS)
+from . import aten  # noqa: E402,F401  (Core ATen overloads register into OPS)

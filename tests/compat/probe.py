@@ -47,7 +47,7 @@ PASS_THROUGH = {"view", "_unsafe_view", "reshape", "squeeze", "unsqueeze", "clon
 
 try:    # the ATen ops edgecompress's numpy runtime implements (optional cross-check)
     from edgecompress_runtime.ops import OPS as _OPS
-    import edgecompress_runtime.ops_aten  # noqa: F401  (registers the ATen-named ops)
+    import edgecompress_runtime.aten  # noqa: F401  (registers the ATen-named ops)
     RUNTIME_OPS = set(_OPS)
 except Exception:  # the probe does not need edgecompress
     RUNTIME_OPS = None
@@ -56,7 +56,7 @@ LOWERING_SKIPS = {"aten._assert_tensor_metadata.default", "aten._assert_scalar.d
 
 
 def runtime_has(name: str) -> bool:
-    """aten.<packet>.<overload> is implemented by the runtime: by its ATen name (ops_aten) or as
+    """aten.<packet>.<overload> is implemented by the runtime: by its ATen name (edgecompress_runtime.aten) or as
     one of the runtime's own ops that edgecompress.graph.lower maps whole ATen ops to."""
     full = name.replace("aten.", "", 1)
     packet = full.split(".")[0]
