@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import dataclasses
-
 import numpy as np
 import torch
 
@@ -19,6 +17,7 @@ from edgecompress_runtime.model import Model
 
 from .errors import CompileError, DataError
 from .export.bundle import BundleDraft, program_members, provenance, reference_members
+from .data.roles import rows_of, split_roles
 from .graph import CallConvention, forward_input_names, lower
 from .graph.io import all_outputs_flat, head_logits, metric_head, metric_index, output_diff, source_predict_fn
 from .graph.spec import apply_declared, input_spec as derive_input_spec
@@ -74,30 +73,6 @@ def _eval_views(valid, test):
                 lambda fn: evaluate_retrieval(fn, valid, max_users=SEARCH_USERS), "recall@10")
     sub = valid.take(np.arange(min(len(valid), SEARCH_ROWS)))
     return test, lambda fn: evaluate_ctr(fn, test), lambda fn: evaluate_ctr(fn, sub), "auc"
-
-
-def split_roles(data, seed: int = 0):
-    """One held-out set -> (validation, test) halves, seeded; CTR rows stratified by label,
-    retrieval data by test user. Plans are chosen on validation rows; every figure is on test rows."""
-    rng = np.random.default_rng(seed)
-    if hasattr(data, "test_user"):
-        order = rng.permutation(len(data.test_user))
-        half = len(order) // 2
-        pick = [np.sort(order[:half]), np.sort(order[half:])]
-        return tuple(dataclasses.replace(data, test_user=data.test_user[i], test_item=data.test_item[i])
-                     for i in pick)
-    label = np.asarray(data.label)
-    valid = []
-    for cls in np.unique(label):
-        rows = rng.permutation(np.flatnonzero(label == cls))
-        valid.append(rows[: len(rows) // 2])
-    valid = np.sort(np.concatenate(valid)) if valid else np.zeros(0, np.int64)
-    test = np.setdiff1d(np.arange(len(label)), valid)
-    return data.take(valid), data.take(test)
-
-
-def _rows(d) -> int:
-    return len(d.test_user) if hasattr(d, "test_user") else len(d)
 
 
 def _check_data(model, ds) -> CallConvention:
@@ -228,9 +203,9 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
         roles = {"validation": "none (plan given)", "test": "data"}
     else:
         valid, test = split_roles(data, seed or 0)
-        roles = {"validation": f"half of data ({_rows(valid)} rows, seed {seed or 0}, stratified)",
-                 "test": f"the other half ({_rows(test)} rows)"}
-        notes.append(f"data split into {_rows(valid)} validation rows (plan search) and {_rows(test)} test rows "
+        roles = {"validation": f"half of data ({rows_of(valid)} rows, seed {seed or 0}, stratified)",
+                 "test": f"the other half ({rows_of(test)} rows)"}
+        notes.append(f"data split into {rows_of(valid)} validation rows (plan search) and {rows_of(test)} test rows "
                      "(every reported figure); pass valid_data= and test_data= to choose them")
     ds, evaluate, evaluate_fast, default_metric = _eval_views(valid, test)
     metric = metric or default_metric

@@ -156,19 +156,15 @@ for _name, _fn in (("eq", np.equal), ("ne", np.not_equal), ("lt", np.less), ("le
     op(f"{_name}.Scalar")(_comparison(_fn))
 
 
-@op("logical_and.default")
-def logical_and(a, b):
-    return _out(np.logical_and(_t(a), _t(b)))
+def _logical(fn):
+    def run(a, b):
+        return _out(fn(_t(a), _t(b)))
+    return run
 
 
-@op("logical_or.default")
-def logical_or(a, b):
-    return _out(np.logical_or(_t(a), _t(b)))
-
-
-@op("logical_xor.default")
-def logical_xor(a, b):
-    return _out(np.logical_xor(_t(a), _t(b)))
+for _name, _fn in (("logical_and", np.logical_and), ("logical_or", np.logical_or),
+                   ("logical_xor", np.logical_xor)):
+    op(f"{_name}.default")(_logical(_fn))
 
 
 @op("logical_not.default")

@@ -13,17 +13,10 @@ from .reductions import _mean
 # --- linear algebra ------------------------------------------------------------
 
 @op("mm.default")
-def mm(a, b):
-    return _out(np.matmul(_t(a), _t(b)))
-
-
 @op("bmm.default")
-def bmm(a, b):
-    return _out(np.matmul(_t(a), _t(b)))
-
-
 @op("matmul.default")
 def matmul(a, b):
+    """mm, bmm and matmul: one numpy matmul (shape checks are torch's at export time)."""
     return _out(np.matmul(_t(a), _t(b)))
 
 
