@@ -143,7 +143,23 @@ def _compile(args) -> int:
           f"parity vs compressed program {res.parity['max_abs_diff']:.2e} (bug check), vs source model "
           + ", ".join(f"{b} {v['max_abs_diff']:.2e}" for b, v in res.vs_source.items())
           + f" on {res.vs_source['numpy']['rows']} rows")
+    if not args.json:
+        print(_formats_table(res))
     return 0
+
+
+def _formats_table(res) -> str:
+    """Per shipped format: bytes as the device loads them vs the memory budget, test-row metric."""
+    mem = res.budgets.get("memory_bytes")
+    metric = next(iter(res.metrics_after), None)
+    rows = [["format", "bytes", "memory budget", f"{metric} (test rows)", "max |diff| vs source"]]
+    for fmt, r in res.formats.items():
+        rows.append([fmt, f"{r['bytes']:,}" + ("" if r.get("fits", True) else " (over)"),
+                     f"{mem:,}" if mem else "none",
+                     f"{r['metrics'][metric]:.4f}" if r.get("metrics") and metric in r["metrics"] else "-",
+                     f"{r['vs_source']['max_abs_diff']:.2e}" if r.get("vs_source") else "-"])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
 
 def _package(args) -> int:

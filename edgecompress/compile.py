@@ -17,13 +17,14 @@ from edgecompress_runtime.model import Model
 
 from .errors import CompileError, DataError
 from .export.bundle import BundleDraft, program_members, provenance, reference_members
-from .data.roles import rows_of, split_roles
+from .data.roles import overlap, rows_of, split_roles
 from .graph import CallConvention, forward_input_names, lower
 from .graph.io import all_outputs_flat, head_logits, metric_head, metric_index, output_diff, source_predict_fn
 from .graph.spec import apply_declared, input_spec as derive_input_spec
 from .graph.torch_exec import ProgramModule
 from .passes import DEFAULT_PLAN, apply_plan
 from .plan.latency import LatencyModel, shape_profile
+from .plan.format_size import FormatSizes
 from .plan.search import BudgetError, Planner
 from .plan.size import bundle_size
 from .targets import Target, load_target, parse_latency, parse_size
@@ -34,6 +35,7 @@ PARITY_TOL = {"fp32": 1e-5, "quantized": 1e-2}
 SEARCH_ROWS = 20_000          # CTR rows used to score candidate plans
 UNTRAINED_AUC = 0.02          # |AUC - 0.5| below this: the source model looks untrained
 SEARCH_USERS = 300            # retrieval test users used to score candidate plans
+SIZE_ROUNDS = 4               # exports of a chosen plan before giving up on fitting every format
 
 
 @dataclass
@@ -54,12 +56,15 @@ class CompileResult:
     warnings: list = field(default_factory=list)     # e.g. an artifact format skipped (toolchain missing)
     vs_source: dict = field(default_factory=dict)    # per backend: the bundle vs the source model (not the program)
     data_roles: dict = field(default_factory=dict)   # which rows each figure came from (train / validation / test)
+    formats: dict = field(default_factory=dict)      # per shipped format: bytes vs budget, latency, test metrics
 
     def summary(self) -> dict:
         return {"bundle": str(self.path), "size_bytes": self.size_bytes, "model_bytes": self.model_bytes,
                 "target": self.target,
                 "metrics_before": self.metrics_before, "metrics_after": self.metrics_after,
-                "parity": self.parity, "vs_source": self.vs_source, "data_roles": self.data_roles, "plan": [c.to_dict() for c in self.plan],
+                "parity": self.parity, "vs_source": self.vs_source, "data_roles": self.data_roles,
+                "formats": self.formats,
+                "plan": [c.to_dict() for c in self.plan],
                 "latency_estimate": self.latency_estimate, "budgets": self.budgets,
                 "report": {k: str(v) for k, v in self.report.items()}}
 
@@ -232,6 +237,11 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
     calibration = train if train is not None else (valid.train if hasattr(valid, "train") else valid)
     program.context.update(teacher=model, train_data=train, calibration_data=calibration)
     roles["train"] = "train_data" if train_data is not None else ("data.train" if train is not None else "none")
+    for role, rows in (("validation", valid), ("test", test)):
+        shared = overlap(train, rows)
+        if shared:
+            notes.append(f"{shared} of {rows_of(rows)} {role} rows also appear among the train rows: figures on "
+                         "them are optimistic; hold rows out before training")
     if train is None:
         if not explicit:
             notes.append("no train_data: the planner tries no distillation and no frequency-based row pruning "
@@ -271,17 +281,24 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
                                         "param_bytes": prog.param_bytes(), "parity": {}}}
         return bundle_size(manifest, members)
 
-    search = None
+    from .export.artifacts import shipped_formats
+    app_formats = shipped_formats(formats, tgt)[0]
+    search, exported = None, {}
     if explicit:
         steps.say(f"applying {len(plan)} pass(es)")
         plan = list(plan)
         program = apply_plan(program.copy(), plan)
+        if mem is not None and app_formats:
+            exported = _export_formats(app_formats, program, plan, tgt, ref_inputs)
     else:
         steps.say("searching plans under the budgets")
         planner = Planner(program, metric=metric, evaluate_fn=evaluate_fast, size_fn=size_fn,
                           latency=latency_model, latency_batch=lat_batch, memory_budget=mem, latency_budget=lat,
-                          tolerance=tolerance, progress=progress)
-        search = planner.run()
+                          tolerance=tolerance, progress=progress,
+                          format_sizes=FormatSizes(app_formats) if app_formats else None)
+        fit = (lambda found: _fit_formats(planner, found, app_formats, tgt, ref_inputs, mem)) \
+            if mem is not None and app_formats else None
+        search, exported = _search(planner, fit, report=report, target=tgt.name, metric=metric)
         plan, program = search.chosen.plan, search.chosen.program
 
     quantized = any(p.kind != "fp32" for p in program.params.values())
@@ -315,16 +332,28 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
     # the numpy bundle alone: what the memory budget bounds (each app artifact
     # is its own deliverable and reports its own size)
     model_bytes = bundle_size(manifest, members)
+    if explicit and mem is not None and (model_bytes > mem or "(over)" in _over_text(exported, mem)):
+        raise BudgetError(f"this plan does not fit the memory budget of {mem:,} B in every shipped format: "
+                          f"numpy bundle {model_bytes:,} B{' (over)' if model_bytes > mem else ''}; "
+                          + _over_text(exported, mem))
     from .export.artifacts import build_artifacts
+    gate = (metric, after[metric], higher_is_better(metric), tolerance)
     artifacts, warnings = build_artifacts(program, plan, target=tgt, reference_inputs=ref_inputs,
                                           reference_outputs=ref_out, formats=formats, evaluate=evaluate,
-                                          source=(fid_inputs, source_out), progress=progress)
+                                          source=(fid_inputs, source_out), exported=exported, gate=gate,
+                                          progress=progress)
     warnings = notes + warnings
+    shipped = {"numpy": {"bytes": model_bytes, "metrics": after, "vs_source": vs_source["numpy"]}}
     for art in artifacts:
         members[art.member] = art.data
         if "vs_source" in art.meta:
             vs_source[art.format] = art.meta["vs_source"]
         manifest.setdefault("artifacts", {})[art.format] = {"member": art.member, **art.meta}
+        shipped[art.format] = {"bytes": len(art.data), "metrics": art.meta.get("metrics"),
+                               "vs_source": art.meta.get("vs_source")}
+    for fmt, row in shipped.items():
+        row.update(memory_budget=mem, fits=mem is None or row["bytes"] <= mem,
+                   latency_estimate_s=latency, latency_source=latency_model.estimate(program, lat_batch)["source"])
     expected = bundle_size(manifest, members)
 
     steps.say(f"writing {output}")
@@ -339,7 +368,7 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
                            parity=final_parity, plan=plan, target=tgt.name,
                            param_bytes={"fp32": fp32_bytes, "compressed": program.param_bytes()},
                            latency_estimate=latency, budgets=budgets, search=search, warnings=warnings,
-                           model_bytes=model_bytes, vs_source=vs_source, data_roles=roles)
+                           model_bytes=model_bytes, vs_source=vs_source, data_roles=roles, formats=shipped)
     if report is not None:
         steps.say(f"writing the report to {report}")
         from .plan.report import write_report
@@ -347,6 +376,56 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
                                      data=test, train=train, metric=metric, latency_model=latency_model)
     steps.done()
     return result
+
+
+def _export_formats(formats, program, plan, tgt, ref_inputs) -> dict:
+    """{format: (bytes, meta)} or {format: the exception its exporter raised} (reported later)."""
+    from .export.artifacts import export
+    out = {}
+    for fmt in formats:
+        try:
+            out[fmt] = export(fmt, program, plan, tgt, ref_inputs)
+        except Exception as e:  # noqa: BLE001 - toolchains raise anything; build_artifacts reports it
+            out[fmt] = e
+    return out
+
+
+def _over_text(exported, mem) -> str:
+    over = {f: len(x[0]) for f, x in exported.items() if not isinstance(x, Exception) and len(x[0]) > mem}
+    fits = {f: len(x[0]) for f, x in exported.items() if not isinstance(x, Exception) and len(x[0]) <= mem}
+    return "; ".join([f"{f} artifact {n:,} B (over)" for f, n in over.items()] +
+                     [f"{f} artifact {n:,} B" for f, n in fits.items()]) or "no app artifact measured"
+
+
+def _fit_formats(planner, search, formats, tgt, ref_inputs, mem):
+    """Export the chosen plan in every shipped format and hold each artifact's exact bytes
+    against the budget. One over it teaches the size model that format's real graph
+    overhead and the planner chooses again among the plans it measured."""
+    for _ in range(SIZE_ROUNDS):
+        chosen = search.chosen
+        exported = _export_formats(formats, chosen.program, chosen.plan, tgt, ref_inputs)
+        sizes = {f: len(x[0]) for f, x in exported.items() if not isinstance(x, Exception)}
+        for fmt, n in sizes.items():
+            planner.format_sizes.observe(fmt, chosen.program, n)
+        if all(n <= mem for n in sizes.values()):
+            return search, exported
+        search = planner.choose()
+    raise BudgetError(f"after {SIZE_ROUNDS} exports the chosen plan's artifacts still exceed the memory budget "
+                      f"of {mem:,} B ({_over_text(exported, mem)}); ship fewer formats (--formats) or raise "
+                      "the budget")
+
+
+def _search(planner, fit, *, report, target, metric):
+    """(search result, exported artifacts): planner.run(), then ``fit`` (every shipped format
+    in the memory budget). When no plan fits and ``report`` is set, its page says why first."""
+    try:
+        search = planner.run()
+        return fit(search) if fit is not None else (search, {})
+    except BudgetError as e:
+        if report is not None:
+            from .plan.report import write_budget_report
+            write_budget_report(report, error=e, planner=planner, target=target, metric=metric)
+        raise
 
 
 def _head_fn(runtime_model, program):

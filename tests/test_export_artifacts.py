@@ -329,3 +329,32 @@ def test_static_int8_linear_in_executorch(models, target):
     meta = arts[0].meta
     assert any("static" in a for a in meta["approximations"]) and "static int8" in meta["precision"]
     assert meta["parity"]["ok"], meta["parity"]
+
+
+def test_artifact_worse_than_the_bundle_on_test_rows_is_refused(models, target, monkeypatch):
+    from edgecompress.metrics import evaluate_ctr
+    model, eval_data = models("dlrm", "ctr")
+    program, inputs, out = _program(model, eval_data, PLANS["int8"])
+    evaluate = lambda fn: evaluate_ctr(fn, eval_data)          # noqa: E731
+    # the numpy bundle "scored" 0.999: an artifact 0.2 below it loses more than the plan's tolerance
+    gate = ("auc", 0.999, True, 5e-4)
+    with pytest.raises(CompileError, match=r"litert artifact loses 0\.\d+ auc against the numpy bundle on the "
+                                           r"test rows \(0\.\d{4} vs 0\.9990; the plan's tolerance is 0\.0005"):
+        build_artifacts(program, PLANS["int8"], target=target, reference_inputs=inputs, reference_outputs=out,
+                        formats=["litert"], evaluate=evaluate, gate=gate, progress=False)
+    monkeypatch.setenv("EDGECOMPRESS_FORMATS", "litert")          # a default: dropped with the numbers
+    arts, warnings = build_artifacts(program, PLANS["int8"], target=target, reference_inputs=inputs,
+                                     reference_outputs=out, evaluate=evaluate, gate=gate, progress=False)
+    assert arts == [] and "loses" in warnings[0] and "without a litert artifact" in warnings[0]
+    # within the tolerance of what the bundle measured, it ships with its metrics
+    from edgecompress.graph.torch_exec import ProgramModule
+    host = ProgramModule(program).eval()
+
+    def host_predict(feeds):
+        with torch.no_grad():
+            return host(*[torch.as_tensor(feeds[k]) for k in program.graph["inputs"]]).numpy().reshape(-1)
+    auc = evaluate_ctr(host_predict, eval_data)["auc"]
+    arts, warnings = build_artifacts(program, PLANS["int8"], target=target, reference_inputs=inputs,
+                                     reference_outputs=out, formats=["litert"], evaluate=evaluate,
+                                     gate=("auc", auc, True, 5e-4), progress=False)
+    assert [a.format for a in arts] == ["litert"] and abs(arts[0].meta["metrics"]["auc"] - auc) <= 5e-4

@@ -29,3 +29,22 @@ def split_roles(data, seed: int = 0):
 
 def rows_of(d) -> int:
     return len(d.test_user) if hasattr(d, "test_user") else len(d)
+
+
+def _row_keys(d) -> list[bytes]:
+    """One key per row: the bytes of all its inputs (and its label)."""
+    n = len(d)
+    parts = [np.ascontiguousarray(np.asarray(d.inputs[k])).reshape(n, -1).view(np.uint8).reshape(n, -1)
+             for k in sorted(d.inputs)]
+    parts.append(np.ascontiguousarray(np.asarray(d.label, dtype=np.float64)).reshape(n, -1).view(np.uint8))
+    return list(map(bytes, np.concatenate(parts, axis=1)))
+
+
+def overlap(train, held_out) -> int:
+    """Rows of ``held_out`` that also appear, inputs and label alike, among ``train``'s rows
+    (CTR datasets; retrieval data keeps its held-out items apart by construction: 0)."""
+    if train is None or held_out is None or not hasattr(train, "inputs") or not hasattr(held_out, "inputs") \
+            or sorted(train.inputs) != sorted(held_out.inputs):
+        return 0
+    seen = set(_row_keys(train))
+    return sum(k in seen for k in _row_keys(held_out))

@@ -9,14 +9,18 @@ not express), then loaded by the same runtime backend a device uses
 (edgecompress_runtime.backends) and run on the bundle's reference inputs: its
 max abs diff against the host's outputs is recorded in ``meta["parity"]``.
 
+Which formats: ``formats=[...]`` when given, else the target's backends that
+are app formats (what the device runs), or $EDGECOMPRESS_FORMATS.
+
 Policy (why: a bundle that silently lacks a format the user asked for is worse
-than a failed compile, while the default "every installed format" should not
+than a failed compile, while the default (the target's formats) should not
 fail because one optional toolchain misbehaves):
 - toolchain not installed -> a warning naming the extra to install; the other
   formats are still produced (whether or not the format was asked for);
-- export error or parity over tolerance -> ``CompileError`` when the format was
-  asked for explicitly (``formats=[...]``), else that format is dropped with a
-  warning that carries the error or the measured diff.
+- export error, parity over tolerance, or a metric on the test rows worse than
+  the numpy bundle's by more than the plan's tolerance -> ``CompileError`` when
+  the format was asked for explicitly (``formats=[...]``), else that format is
+  dropped with a warning that carries the error or the measured numbers.
 
 Tolerance: the bundle's own (1e-5 fp32, 1e-2 quantized; a Program that is
 fp32 gets the fp32 one), scaled by max(1, max|reference output|) because
@@ -95,7 +99,8 @@ def _feeds(program, inputs: dict) -> dict:
     return out
 
 
-def _export(fmt, program, plan, target, reference_inputs):
+def export(fmt, program, plan, target, reference_inputs) -> tuple[bytes, dict]:
+    """The ``fmt`` artifact of ``program`` (bytes, meta), not yet checked."""
     sizes = sorted({int(b) for b in (getattr(target, "batch_sizes", None) or (1, 64, 256))})
     if fmt == "executorch":
         from .executorch import export_executorch
@@ -104,40 +109,56 @@ def _export(fmt, program, plan, target, reference_inputs):
     return export_litert(program, plan, example=reference_inputs, batch_sizes=sizes)
 
 
+def shipped_formats(formats=None, target=None) -> tuple[list[str], bool, list[str]]:
+    """(app formats to produce, asked for explicitly?, warnings).
+
+    ``formats``: None = the target's backends that are app formats (what the
+    device runs), or the list in $EDGECOMPRESS_FORMATS; else an iterable of
+    names ("numpy" is accepted and ignored: the bundle always carries it).
+    A format whose toolchain is missing is left out with a warning naming the
+    extra to install."""
+    explicit = formats is not None
+    if formats is None and os.environ.get(FORMATS_ENV):
+        formats = [f.strip() for f in os.environ[FORMATS_ENV].split(",") if f.strip()]
+    if formats is None:
+        formats = [b for b in (getattr(target, "backends", None) or FORMATS) if b in FORMATS]
+    wanted = [f for f in dict.fromkeys(formats) if f != "numpy"]
+    unknown = [f for f in wanted if f not in FORMATS]
+    if unknown:
+        raise CompileError(f"unknown format {unknown[0]!r}; known formats: numpy, {', '.join(FORMATS)}")
+    have = available_formats()
+    warnings = [f"{f} artifact not produced: its toolchain is not installed; {have[f]}"
+                for f in wanted if have[f] is not None]
+    return [f for f in wanted if have[f] is None], explicit, warnings
+
+
 def _first_line(e: Exception) -> str:
     text = str(e).strip()
     return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
 
 
 def build_artifacts(program, plan, *, target, reference_inputs: dict, reference_outputs: np.ndarray,
-                    formats=None, evaluate=None, source=None,
+                    formats=None, evaluate=None, source=None, exported=None, gate=None,
                     progress: bool = True) -> tuple[list[Artifact], list[str]]:
     """Export, load, run and check every requested format (see module doc).
 
-    ``formats``: None = every format whose toolchain is installed (or the
-    list in $EDGECOMPRESS_FORMATS); else an
-    iterable of names ("numpy" is accepted and ignored: the caller writes the
-    numpy form). ``evaluate(predict_fn) -> dict`` adds the artifact's metrics; ``source``
+    ``formats``: as ``shipped_formats``. ``exported``: {format: (bytes, meta)}
+    already exported (compile exports while it checks sizes against the budget).
+    ``evaluate(predict_fn) -> dict`` adds the artifact's metrics (test rows); ``source``
     (inputs, the source model's flat outputs) adds ``meta["vs_source"]``.
+    ``gate``: (metric, value of the numpy bundle, higher is better, tolerance):
+    an artifact whose metric is worse than the bundle's by more than the
+    tolerance is refused like a parity failure, with the measured numbers.
     Returns (artifacts, warnings)."""
-    explicit = formats is not None
-    if formats is None and os.environ.get(FORMATS_ENV):
-        formats = [f.strip() for f in os.environ[FORMATS_ENV].split(",") if f.strip()]
-    wanted = list(FORMATS) if formats is None else [f for f in dict.fromkeys(formats) if f != "numpy"]
-    unknown = [f for f in wanted if f not in FORMATS]
-    if unknown:
-        raise CompileError(f"unknown format {unknown[0]!r}; known formats: numpy, {', '.join(FORMATS)}")
-    have = available_formats()
-    artifacts, warnings = [], []
+    wanted, explicit, warnings = shipped_formats(formats, target)
+    exported = dict(exported or {})
+    artifacts = []
     want_out = np.asarray(reference_outputs, dtype=np.float32).reshape(-1)
     feeds = _feeds(program, reference_inputs)
 
     from tqdm.auto import tqdm
     bar = tqdm(wanted, desc="artifacts", leave=False, disable=None if progress else True)
     for fmt in bar:
-        if have[fmt] is not None:
-            warnings.append(f"{fmt} artifact not produced: its toolchain is not installed; {have[fmt]}")
-            continue
         bar.set_postfix_str(f"exporting {fmt}")
 
         def fail(msg):
@@ -146,7 +167,10 @@ def build_artifacts(program, plan, *, target, reference_inputs: dict, reference_
             warnings.append(msg + f"; the bundle is written without a {fmt} artifact")
 
         try:
-            data, meta = _export(fmt, program, plan, target, reference_inputs)
+            done = exported.get(fmt)
+            if isinstance(done, Exception):
+                raise done
+            data, meta = done if done is not None else export(fmt, program, plan, target, reference_inputs)
         except Exception as e:  # noqa: BLE001 - toolchains raise anything; report the first line
             fail(f"{fmt} export failed ({_first_line(e)})")
             continue
@@ -181,6 +205,22 @@ def build_artifacts(program, plan, *, target, reference_inputs: dict, reference_
             except Exception as e:  # noqa: BLE001 - parity passed; a metric failure is reported, not fatal
                 meta["metrics_error"] = _first_line(e)
                 warnings.append(f"{fmt} artifact: metrics could not be measured ({_first_line(e)})")
+            lost = _metric_loss(meta.get("metrics"), gate)
+            if lost is not None:
+                metric, value, _, tolerance = gate
+                fail(f"{fmt} artifact loses {lost:.4g} {metric} against the numpy bundle on the test rows "
+                     f"({meta['metrics'][metric]:.4f} vs {value:.4f}; the plan's tolerance is {tolerance:g}; "
+                     f"recipe: {meta.get('precision')})")
+                continue
         artifacts.append(Artifact(fmt, MEMBERS[fmt], data, meta))
     bar.close()
     return artifacts, warnings
+
+
+def _metric_loss(metrics, gate):
+    """How much worse than the gate's value the artifact's metric is, when beyond its tolerance."""
+    if gate is None or not metrics or gate[0] not in metrics:
+        return None
+    metric, value, higher, tolerance = gate
+    lost = (value - metrics[metric]) if higher else (metrics[metric] - value)
+    return lost if lost > tolerance else None

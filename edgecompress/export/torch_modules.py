@@ -87,6 +87,10 @@ class ExecuTorchQuantTable(_QuantTableBase):
 
     ROW_BYTES = 8            # fp32 scale + fp32 zero point (the kernels take float zero points)
 
+    @staticmethod
+    def graph_ops(bits: int) -> int:
+        return 1                 # one kernel call, whatever the width
+
     @classmethod
     def supports(cls, p) -> bool:
         # the kernels' host implementations also need groups of >= 2 columns
@@ -126,6 +130,11 @@ class LiteRTQuantTable(_QuantTableBase):
     # the plan's fp16 scale and bias, widened to fp32: TFLite gathers no fp16, and an fp16
     # table costs a CAST of the whole table on every invoke (measured: batch 1 13x slower)
     ROW_BYTES = 8
+
+    @staticmethod
+    def graph_ops(bits: int) -> int:
+        # gather, cast, gather scale/bias, 2 slices, mul, add; narrower codes unpack with 4 ops a part
+        return 7 if bits >= 8 else 7 + 1 + 4 * (8 // bits - 1) + 3
 
     def __init__(self, p):
         super().__init__(p)
@@ -182,7 +191,7 @@ class _QuantTablesModule(ProgramModule):
         if key not in self.qtables:
             return super()._gather(pname, idx)
         if pname in self.remaps:
-            idx = getattr(self, self.remaps[pname])[idx]
+            idx = getattr(self, self.remaps[pname])[idx].long()
         rows = self.qtables[key](idx)
         if key in self.projections:
             rows = rows @ self.projections[key]
@@ -211,3 +220,45 @@ def example_args(program, inputs: dict, rows: int | None = None) -> tuple:
         a = a.astype(np.int64) if a.dtype.kind in "iu" else a.astype(np.float32)
         out.append(torch.from_numpy(np.ascontiguousarray(a)))
     return tuple(out)
+
+
+_TABLE_CLASS = {"executorch": ExecuTorchQuantTable, "litert": LiteRTQuantTable}
+# per output channel of an int8 Linear the converters store a scale (fp32) and a zero point (int64)
+_CHANNEL_QPARAM_BYTES = 12
+
+
+def stored_tensor_bytes(program, fmt: str) -> int:
+    """Bytes of the tensors the ``fmt`` artifact of ``program`` stores: the tables as the
+    export module above holds them, Linear weights the plan quantized as int8 per
+    channel (the converters quantize them), every other parameter, remap, projection
+    and constant as its torch tensor. The size model adds the format's graph overhead."""
+    from .plan_map import quantized_linears
+    table = _TABLE_CLASS[fmt]
+    quant_tables, qlin = rowwise_tables(program), set(quantized_linears(program))
+    total = 0
+    for name, p in program.params.items():
+        a = p.arrays
+        if name in quant_tables and table.supports(p):
+            total += a["codes"].nbytes + a["codes"].shape[0] * table.ROW_BYTES
+        elif program.roles.get(name) == "embedding":
+            rows = next(iter(v.shape[0] for k, v in a.items() if k in ("codes", "data")))
+            total += rows * _stored_dim(p) * 4
+        elif name in qlin:
+            total += int(np.prod(p.shape)) + p.shape[0] * _CHANNEL_QPARAM_BYTES
+        else:
+            total += int(np.prod(p.shape)) * 4
+        total += a["remap"].nbytes if "remap" in a else 0
+        total += a["proj"].size * 4 if "proj" in a else 0
+    return total + sum(np.asarray(v).nbytes for v in program.constants.values())
+
+
+def graph_units(program, fmt: str) -> int:
+    """A proxy for the size of the ``fmt`` artifact's graph: the program's nodes plus what the
+    export module adds per table (dequantizing ops, remap lookups, projections)."""
+    table, quant = _TABLE_CLASS[fmt], rowwise_tables(program)
+    units = len(program.graph["nodes"])
+    for name, p in program.params.items():
+        if name in quant and table.supports(p):
+            units += table.graph_ops(int(p.bits))
+        units += 2 * ("remap" in p.arrays) + ("proj" in p.arrays)
+    return units

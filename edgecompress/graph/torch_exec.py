@@ -50,7 +50,9 @@ class ProgramModule(nn.Module):
                 emb.weight.data.copy_(dense)
                 self.tables[_key(name)] = emb
                 if rt.remap is not None:
-                    self.register_buffer(f"remap__{_key(name)}", torch.from_numpy(rt.remap.astype(np.int64)))
+                    # stored as the bundle stores it (int16 / int32): in app artifacts the remap of a
+                    # pruned table is often bigger than its kept rows; gathered ids are widened after
+                    self.register_buffer(f"remap__{_key(name)}", torch.from_numpy(np.ascontiguousarray(rt.remap)))
                     self.remaps[name] = f"remap__{_key(name)}"
                 if rt.proj is not None:
                     self.projections[_key(name)] = nn.Parameter(torch.from_numpy(rt.proj.astype(np.float32)))
@@ -103,7 +105,7 @@ class ProgramModule(nn.Module):
     def _gather(self, pname: str, idx):
         key = _key(pname)
         if pname in self.remaps:
-            idx = getattr(self, self.remaps[pname])[idx]
+            idx = getattr(self, self.remaps[pname])[idx].long()
         rows = self.tables[key](idx)
         if key in self.projections:
             rows = rows @ self.projections[key]

@@ -198,6 +198,7 @@ def build_report(*, result, program, model, data, train, metric, latency_model) 
         "size_bytes": result.size_bytes, "fp32_param_bytes": result.param_bytes.get("fp32"),
         "metrics_before": result.metrics_before, "metrics_after": result.metrics_after,
         "budgets": result.budgets, "latency_estimate_s": result.latency_estimate,
+        "formats": result.formats, "data_roles": result.data_roles,
         "latency_by_op_s": est["by_op"], "latency_model": est["source"],
         "plan": [c.to_dict() for c in result.plan],
         "tables": tables, "layers": layers, "slices": slices,
@@ -222,6 +223,19 @@ def render_html(rep: dict) -> str:
     mem = f"{b['memory_bytes']:,} bytes" if b.get("memory_bytes") else "none"
     lat_budget = f"{b['latency_s'] * 1e3:.3g} ms at batch {b['latency_batch']}" if b.get("latency_s") else "none"
     parts.append(f"<p>budgets: memory {mem}; latency {lat_budget}</p>")
+    if rep.get("formats"):
+        lb = str(b.get("latency_batch"))
+        parts.append("<h2>What ships, per format</h2><p>bytes as the device loads each payload; metrics on the "
+                     f"test rows ({_esc((rep.get('data_roles') or {}).get('test', 'data'))}); latency estimated "
+                     "for that backend</p>")
+        parts.append(_table(
+            ["format", "bytes", "memory budget", f"latency at batch {lb} (ms)", f"{m} (test rows)",
+             "max |Δ| vs source"],
+            [[f, f"{r['bytes']:,}" + ("" if r.get("fits", True) else " (over)"), mem,
+              f"{r['latency_estimate_s'].get(lb, float('nan')) * 1e3:.3g} ({_esc(r.get('latency_source', ''))})",
+              f"{r['metrics'][m]:.4f}" if r.get("metrics") and m in r["metrics"] else "-",
+              f"{r['vs_source']['max_abs_diff']:.2e}" if r.get("vs_source") else "-"]
+             for f, r in rep["formats"].items()]))
     s = rep.get("search")
     if s:
         pts = []
@@ -279,4 +293,39 @@ def write_report(directory, *, result, program, model, data, train, metric, late
                        latency_model=latency_model)
     (out / "report.json").write_text(json.dumps(rep, indent=1, default=float))
     (out / "report.html").write_text(render_html(rep))
+    return {"json": out / "report.json", "html": out / "report.html"}
+
+
+def write_budget_report(directory, *, error, planner, target: str, metric: str) -> dict:
+    """The page for a compile no plan could fit: the reason, and every plan measured with
+    its bytes per shipped format against the budget, so the user sees how far each is."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    cands = sorted(planner.cache.values(), key=planner._bytes)
+    formats = list(planner.sizes(cands[0])) if cands else ["numpy"]
+    mem, lat = planner.mem, planner.lat
+    rows = [{"describe": c.state.describe(), "metric": c.metric, "latency_s": c.latency_s,
+             "bytes": planner.sizes(c)} for c in cands]
+    rep = {"schema": "edgecompress.budget-report/1", "target": target, "metric": metric, "error": str(error),
+           "budgets": {"memory_bytes": mem, "latency_s": lat, "latency_batch": planner.batch},
+           "formats": {f: ("exact" if f == "numpy" else planner.format_sizes.how(f)) for f in formats},
+           "plans": rows}
+    (out / "report.json").write_text(json.dumps(rep, indent=1, default=float))
+    pts = [{"x": max(r["bytes"].values()) / 1e6, "y": r["metric"], "kind": "point",
+            "title": f"{r['describe']}: {max(r['bytes'].values()):,} B, {metric} {r['metric']:.4f}"} for r in rows]
+
+    def cell(n):
+        return f"{n:,}" + (" (over)" if mem and n > mem else "")
+    parts = [f"<h1>edgecompress: no plan fits {_esc(target)}</h1>", f"<p>{_esc(str(error))}</p>",
+             "<h2>Plans measured: largest shipped payload vs metric</h2>",
+             svg_scatter(pts, xlabel="largest shipped payload (MB)", ylabel=metric,
+                         vline=mem / 1e6 if mem else None, vlabel="memory budget"),
+             "<h2>Bytes per shipped format</h2>",
+             "<p>" + "; ".join(f"{_esc(f)}: {_esc(h)}" for f, h in rep["formats"].items()) + "</p>",
+             _table(["plan", metric, f"latency at batch {planner.batch} (ms)"] + formats,
+                    [[r["describe"], f"{r['metric']:.4f}",
+                      f"{r['latency_s'] * 1e3:.3g}" + (" (over)" if lat and r["latency_s"] > lat else "")]
+                     + [cell(r["bytes"][f]) for f in formats] for r in rows])]
+    (out / "report.html").write_text("<!DOCTYPE html><html><head><meta charset='utf-8'><title>edgecompress "
+                                     "report</title></head><body>" + "".join(parts) + "</body></html>")
     return {"json": out / "report.json", "html": out / "report.html"}

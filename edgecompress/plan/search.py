@@ -12,6 +12,12 @@
    the smallest among those within ``tolerance`` of the best.
 4. Nothing fits: BudgetError naming the smallest and the fastest plans found and
    the budgets they would need.
+
+The memory budget holds for every format that ships: the numpy bundle (exact,
+``size_fn``) and each app artifact (``format_sizes``: its stored tensors plus
+the format's graph overhead, learned from real exports; compile exports the
+chosen plan, checks the exact bytes and calls ``observe`` + ``choose`` again
+when an artifact came out larger than estimated).
 """
 from __future__ import annotations
 
@@ -121,10 +127,13 @@ class Candidate:
     latency_s: float
     program: object = None
     label: str = ""
+    tensor_bytes: dict = field(default_factory=dict)   # app format -> bytes of the tensors its artifact stores
+    graph_units: dict = field(default_factory=dict)    # app format -> size of its graph (plan/format_size.py)
 
     def summary(self) -> dict:
         return {"label": self.label, "describe": self.state.describe(), "metric": self.metric,
                 "metrics": self.metrics, "size_bytes": self.size_bytes, "latency_s": self.latency_s,
+                "tensor_bytes": dict(self.tensor_bytes),
                 "plan": [c.to_dict() for c in self.plan],
                 "tables": {t: dataclasses.asdict(s) for t, s in self.state.tables.items()},
                 "layers": dict(self.state.layers)}
@@ -145,12 +154,13 @@ class SearchResult:
 class Planner:
     """Holds what every evaluation needs. ``evaluate_fn(predict_fn) -> metrics``
     is the held-out evaluation (a subset during search); ``size_fn(program, plan)``
-    gives exact bundle bytes; ``latency`` is a LatencyModel."""
+    gives exact bundle bytes; ``latency`` is a LatencyModel; ``format_sizes`` a
+    FormatSizes for the app formats that ship (None: the numpy bundle only)."""
 
     def __init__(self, program, *, metric: str, evaluate_fn, size_fn, latency, latency_batch: int,
                  memory_budget: int | None, latency_budget: float | None, tolerance: float = 5e-4,
                  max_steps: int = 40, extra_steps: int = 3, distill: Distill | None = None, progress=True,
-                 log=None):
+                 log=None, format_sizes=None):
         self.base = program
         self.metric = metric
         self.higher = higher_is_better(metric)
@@ -161,6 +171,7 @@ class Planner:
         self.distill_config = distill or Distill()
         self.progress = progress
         self.log = log or (lambda msg: None)
+        self.format_sizes = format_sizes
         self.cache: dict = {}
         self.table_cache: dict = {}
         self.tables = program.tables()
@@ -219,8 +230,21 @@ class Planner:
         cand = Candidate(state=state, plan=plan, metric=float(metrics[self.metric]), metrics=metrics,
                          size_bytes=self.size_fn(prog, plan), latency_s=self.latency.estimate(prog, self.batch)["total_s"],
                          program=prog, label=label or state.describe())
+        if self.format_sizes is not None:
+            self.format_sizes.add(cand)
         self.cache[key] = cand
         return cand
+
+    def sizes(self, c: Candidate) -> dict:
+        """Bytes per shipped format: the numpy bundle (exact) and each artifact (estimated)."""
+        out = {"numpy": c.size_bytes}
+        if self.format_sizes is not None:
+            out.update(self.format_sizes.estimate(c))
+        return out
+
+    def _bytes(self, c: Candidate) -> int:
+        """What the memory budget binds: the largest shipped payload."""
+        return max(self.sizes(c).values())
 
     # --- analytic estimates for choosing moves --------------------------------
     def _table_bytes(self, name, st: TableState) -> float:
@@ -288,7 +312,7 @@ class Planner:
         state, extra, seen_feasible = int8, 0, False
         for _ in range(self.max_steps):
             cur = self.evaluate(state)
-            excess_b = max(0.0, cur.size_bytes - self.mem) if self.mem else 0.0
+            excess_b = max(0.0, self._bytes(cur) - self.mem) if self.mem else 0.0
             excess_t = max(0.0, cur.latency_s - self.lat) if self.lat else 0.0
             if excess_b == 0 and excess_t == 0:
                 seen_feasible = True
@@ -296,7 +320,7 @@ class Planner:
                 if extra > self.extra_steps:
                     break
                 # keep shrinking a little to map the front below the budget
-                excess_b = max(cur.size_bytes * 0.25, 1.0)
+                excess_b = max(self._bytes(cur) * 0.25, 1.0)
             best, best_score = None, None
             cur_bytes, cur_loss = self._state_bytes(state), self._est_loss(state)
             for move, nxt in self._moves(state):
@@ -331,9 +355,20 @@ class Planner:
         if not feasible:
             raise self._infeasible(cands)
         chosen = self._choose(feasible)
-        return SearchResult(chosen=chosen, candidates=cands, front=front, sensitivity=self._sens_report(),
+        self._result = SearchResult(chosen=chosen, candidates=cands, front=front, sensitivity=self._sens_report(),
                             budgets={"memory_bytes": self.mem, "latency_s": self.lat, "latency_batch": self.batch},
                             metric_name=self.metric, seconds=time.perf_counter() - t0, feasible=feasible)
+        return self._result
+
+    def choose(self) -> SearchResult:
+        """Choose again among the plans already measured (after ``format_sizes.observe``
+        learned that an artifact is larger than estimated); BudgetError if none fits now."""
+        cands = list(self.cache.values())
+        feasible = [c for c in cands if self._fits(c)]
+        if not feasible:
+            raise self._infeasible(cands)
+        return dataclasses.replace(self._result, chosen=self._choose(feasible), feasible=feasible,
+                                   candidates=cands)
 
     def _latency_saving(self, move, state, nxt) -> float:
         if not self.lat:
@@ -393,29 +428,36 @@ class Planner:
                 for name, s in self.sens.items()}
 
     def _fits(self, c: Candidate) -> bool:
-        return (self.mem is None or c.size_bytes <= self.mem) and (self.lat is None or c.latency_s <= self.lat)
+        return (self.mem is None or self._bytes(c) <= self.mem) and (self.lat is None or c.latency_s <= self.lat)
 
     def _choose(self, feasible) -> Candidate:
         best = max(feasible, key=lambda c: c.metric if self.higher else -c.metric)
         near = [c for c in feasible if self._loss(best.metric, c.metric) <= self.tolerance]
-        return min(near, key=lambda c: (c.size_bytes, c.latency_s))
+        return min(near, key=lambda c: (self._bytes(c), c.latency_s))
 
     def _infeasible(self, cands) -> BudgetError:
-        smallest = min(cands, key=lambda c: c.size_bytes)
         fastest = min(cands, key=lambda c: c.latency_s)
         budget = []
         if self.mem:
             budget.append(f"memory {self.mem:,} B")
         if self.lat:
             budget.append(f"latency {self.lat * 1e3:.3g} ms at batch {self.batch}")
+        per_format = []
+        for fmt in self.sizes(cands[0]):
+            smallest = min(cands, key=lambda c: self.sizes(c)[fmt])
+            n = self.sizes(smallest)[fmt]
+            how = "exact" if fmt == "numpy" else self.format_sizes.how(fmt)
+            per_format.append(f"{fmt}: smallest plan {n:,} B ({how}; {smallest.state.describe()}, "
+                              f"{self.metric} {smallest.metric:.4f})" + (" - over the memory budget"
+                                                                          if self.mem and n > self.mem else ""))
+        need = self._bytes(min(cands, key=self._bytes))
         return BudgetError(
-            f"no plan fits the budgets ({', '.join(budget)}) after {len(cands)} plans. "
-            f"Smallest plan: {smallest.size_bytes:,} B, {smallest.latency_s * 1e3:.3g} ms "
-            f"({smallest.state.describe()}, {self.metric} {smallest.metric:.4f}); "
-            f"fastest plan: {fastest.latency_s * 1e3:.3g} ms, {fastest.size_bytes:,} B "
+            f"no plan fits the budgets ({', '.join(budget)}) in every shipped format after {len(cands)} plans. "
+            + "; ".join(per_format) +
+            f"; fastest plan: {fastest.latency_s * 1e3:.3g} ms at batch {self.batch} "
             f"({fastest.state.describe()}). Raise the budgets to at least --memory-budget "
-            f"{smallest.size_bytes}B / --latency-budget {fastest.latency_s * 1e3:.3g}ms@{self.batch}, "
-            "or pick a bigger target.")
+            f"{need}B / --latency-budget {fastest.latency_s * 1e3:.3g}ms@{self.batch}, ship fewer formats "
+            "(--formats), or pick a bigger target.")
 
 
 def pareto(cands, higher: bool) -> list:
