@@ -3,6 +3,8 @@
 (device_tests/boards/arm64.sh). Writes benchmarks/results/calibration.json.
 
     .venv/bin/python benchmarks/calibration.py [--boards x86,arm64] [--trials 2] [--small] [--iters 100]
+    .venv/bin/python benchmarks/calibration.py --boards x86-apps --trials 1 --small \
+        --out benchmarks/results/calibration_backends.json          # numpy + LiteRT + ExecuTorch
 
 Per board and trial, what ``edgecompress calibrate --validate`` does:
 ``edgecompress-runtime calibrate`` on the board (quick grid under emulation), the
@@ -17,6 +19,12 @@ and mean absolute percentage error over every (plan, batch size), and per batch 
 Boards:
 - ``x86``: LocalBoard, OPENBLAS_NUM_THREADS=1 (this host has 2 cores shared with other
   jobs: a BLAS worker thread that gets descheduled stalls a matmul for a whole time slice).
+- ``x86-apps``: the same board venv plus this host's LiteRT and ExecuTorch runtimes
+  (``edgecompress.calibrate.app_runtimes_board``), with EDGECOMPRESS_RUNTIME_THREADS=1 as
+  well (XNNPACK / TFLite threads, for the same reason as BLAS): the probes and the
+  validation plans are compiled with .tflite and .pte too and measured through each
+  backend in its own process; reported per backend: median and worst absolute
+  percentage error and the share of (plan, batch) within +-10 %.
 - ``x86-system-malloc``: the same with the runtime's allocator setting off
   (EDGECOMPRESS_RUNTIME_MALLOC=system), for comparison.
 - ``arm64``: the emulated Debian arm64 board (qemu-user; OpenBLAS single-threaded, see
@@ -63,9 +71,12 @@ def run_board(kind: str, models, args, work: Path, say) -> dict:
                 os.environ["EDGECOMPRESS_RUNTIME_MALLOC"] = "system"
             else:
                 os.environ.pop("EDGECOMPRESS_RUNTIME_MALLOC", None)
-            runner = open_board("local")
+            if kind == "x86-apps":
+                os.environ["EDGECOMPRESS_RUNTIME_THREADS"] = "1"
+            runner = open_board("local", app_runtimes=kind == "x86-apps", progress=say)
             target, iters, warmup, repeat = "local", args.iters, 10, 3
             out["config"] = {"OPENBLAS_NUM_THREADS": "1",
+                             "EDGECOMPRESS_RUNTIME_THREADS": os.environ.get("EDGECOMPRESS_RUNTIME_THREADS", "all cores"),
                              "EDGECOMPRESS_RUNTIME_MALLOC": os.environ.get("EDGECOMPRESS_RUNTIME_MALLOC", "keep")}
         else:
             import arm64_board
@@ -102,6 +113,8 @@ def run_board(kind: str, models, args, work: Path, say) -> dict:
                                                  "predict_overhead_s", "dequant_at_load_bytes", "graph_context")}
             tr["table"]["board"] = table["board"]
             tr["table"]["graph_fit"] = {k: table["graph_fit"][k] for k in ("points", "probes", "skipped", "seconds")}
+            tr["table"]["backends_installed"] = table.get("backends_installed")
+            tr["table"]["backend_fits"] = table.get("backend_fits") or {}
             tr["table"]["points"] = {"gather": len(table["gather"]), "linear": len(table["linear"]),
                                      "bmm": len(table["bmm"]), "ops": len(table["ops"])}
             say(f"[{kind}] trial {trial + 1}: calibrated in {table['seconds']:.1f} s on the board "
@@ -131,6 +144,14 @@ def run_board(kind: str, models, args, work: Path, say) -> dict:
         out["summary"]["per_trial_after_median_ape"] = [t["validation"]["after"]["median_ape"] for t in trials]
         out["summary"]["per_trial_before_median_ape"] = [t["validation"]["before"]["median_ape"] for t in trials]
         out["summary"]["plans"] = trials[0]["validation"]["plans"]
+        out["summary"]["by_backend"] = {
+            be: {k: statistics.median(t["validation"]["by_backend"][be]["after"][k] for t in trials
+                                      if "after" in t["validation"]["by_backend"].get(be, {}))
+                 for k in ("median_ape", "max_ape", "within_10pct")}
+            | {"plans": trials[0]["validation"]["by_backend"][be].get("plans", out["summary"]["plans"]),
+               "estimate": trials[0]["validation"]["by_backend"][be].get("source")}
+            for be in trials[0]["validation"].get("by_backend", {})
+            if "after" in trials[0]["validation"]["by_backend"][be]}
         out["summary"]["batches"] = trials[0]["validation"]["batches"]
         runner.close()
     finally:
@@ -144,7 +165,7 @@ def run_board(kind: str, models, args, work: Path, say) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--boards", default="x86,arm64", help="any of x86, x86-system-malloc, arm64")
+    ap.add_argument("--boards", default="x86,arm64", help="any of x86, x86-apps, x86-system-malloc, arm64")
     ap.add_argument("--small", action="store_true", help="one small model (11 plans) instead of two (22)")
     ap.add_argument("--iters", type=int, default=100, help="timed runs per batch size on x86 (arm64: x0.6); 3 runs each")
     ap.add_argument("--trials", type=int, default=2, help="calibrate + validate this many times per board "
@@ -196,6 +217,18 @@ def main() -> int:
               f"{'EMULATED (qemu): not device speed' if r.get('emulated') else 'native'}; trials after: {per}")
     print("MdAPE = median absolute percentage error over every (plan, batch size); median over trials. "
           "'sum of parts' = the table without its graph fit; 'after' = with it (what the planner uses)")
+    if any(r.get("summary", {}).get("by_backend") for r in results.values()):
+        print()
+        print(f"{'board':<17} {'backend':<11} {'plans':>5} {'median APE':>10} {'worst APE':>10} {'within 10%':>10}"
+              f"  load avg (1 min) before/after  estimate")
+        for kind, r in results.items():
+            for be, v in (r.get("summary", {}).get("by_backend") or {}).items():
+                print(f"{kind:<17} {be:<11} {v['plans']:>5} {v['median_ape'] * 100:>9.1f}% {v['max_ape'] * 100:>9.1f}% "
+                      f"{v['within_10pct'] * 100:>9.0f}%  {r['load_before'][0]:.1f} / {r['load_after'][0]:.1f}"
+                      f"{'':>17}  {v.get('estimate')}")
+        print("per backend: absolute percentage error of LatencyModel(backend=...) vs the p50 measured through that "
+              "backend, over every (plan, batch size); the host is a 2-core VM shared with other jobs (load averages "
+              "above)")
     print(f"written to {args.out} ({report['seconds']:.0f} s)")
     return 0
 

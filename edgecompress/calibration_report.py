@@ -92,6 +92,19 @@ def render_html(result: dict) -> str:
             parts.append(f"<p>The table's sum of parts without the graph fit: median APE "
                          f"{_pct(rep['after_parts_only']['median_ape'])}. Before = the target profile's "
                          "coefficients.</p>")
+        by = rep.get("by_backend") or {}
+        if by:
+            parts.append("<h3>Per backend (after calibration)</h3><table><tr><th>backend</th><th>plans</th>"
+                         "<th>median APE</th><th>worst APE</th><th>within +-10 %</th><th>estimate</th></tr>")
+            for be, v in by.items():
+                a = v.get("after") or {}
+                if not a:
+                    parts.append(f"<tr><td>{_esc(be)}</td><td colspan='5'>skipped: {_esc(v.get('skipped'))}</td></tr>")
+                    continue
+                parts.append(f"<tr><td>{_esc(be)}</td><td>{v.get('plans', rep['plans'])}</td>"
+                             f"<td>{_pct(a.get('median_ape'))}</td><td>{_pct(a.get('max_ape'))}</td>"
+                             f"<td>{_pct(a.get('within_10pct'))}</td><td>{_esc(v.get('source'))}</td></tr>")
+            parts.append("</table>")
         parts.append("<p>Grey: before calibration, red: after; green: estimate = measured, dashed: +-15 %.</p>")
         parts.append(svg_predicted_vs_measured(rep["rows"]))
     fit = table.get("graph_fit")
@@ -103,6 +116,17 @@ def render_html(result: dict) -> str:
             cv = p.get("cv_median_ape", {})
             parts.append(f"<tr><td>{p['batch']}</td><td>{_esc(p['method'])}</td><td>{p['scale']:.3f}</td>"
                          f"<td>{p['per_node_s'] * 1e6:+.2f}</td><td>{' / '.join(_pct(cv.get(k)) for k in ('parts', 'scale', 'scale+node'))}"
+                         f"</td><td>{p['n']}</td></tr>")
+        parts.append("</table>")
+    for be, bf in (table.get("backend_fits") or {}).items():
+        parts.append(f"<h2>{_esc(be)} fit (probe models measured whole through {_esc(be)})</h2><table><tr>"
+                     "<th>batch</th><th>method</th><th>scale</th><th>us per node</th><th>fixed us</th>"
+                     "<th>held-out APE: parts / scale / scale+node / scale+fixed</th><th>probes</th></tr>")
+        for p in bf.get("points", []):
+            cv = p.get("cv_median_ape", {})
+            parts.append(f"<tr><td>{p['batch']}</td><td>{_esc(p['method'])}</td><td>{p['scale']:.3f}</td>"
+                         f"<td>{p['per_node_s'] * 1e6:+.2f}</td><td>{p.get('fixed_s', 0.0) * 1e6:+.1f}</td><td>"
+                         f"{' / '.join(_pct(cv.get(k)) for k in ('parts', 'scale', 'scale+node', 'scale+fixed'))}"
                          f"</td><td>{p['n']}</td></tr>")
         parts.append("</table>")
     if rep:

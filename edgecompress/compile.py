@@ -23,7 +23,7 @@ from .graph.io import all_outputs_flat, head_logits, metric_head, metric_index, 
 from .graph.spec import apply_declared, input_spec as derive_input_spec
 from .graph.torch_exec import ProgramModule
 from .passes import DEFAULT_PLAN, apply_plan
-from .plan.latency import LatencyModel, shape_profile
+from .plan.latency import SlowestBackend, estimates_by_backend, shape_profile
 from .plan.format_size import FormatSizes
 from .plan.search import BudgetError, Planner
 from .plan.size import bundle_size
@@ -269,7 +269,11 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
     if "auc" in before and abs(before["auc"] - 0.5) < UNTRAINED_AUC:
         notes.append(f"the source model scores AUC {before['auc']:.3f} on these rows, near chance: it looks "
                      "untrained, or the data does not match it (labels, id mapping, which output)")
-    latency_model = LatencyModel(tgt, shape_profile(program), table=_latency_table(tgt, latency_table))
+    from .export.artifacts import shipped_formats
+    app_formats, explicit_formats, _ = shipped_formats(formats, tgt)
+    profile = shape_profile(program)
+    latency_model = SlowestBackend(tgt, profile, table=_latency_table(tgt, latency_table),
+                                   backends=["numpy"] + app_formats)
     ref_inputs = {k: np.asarray(ds.inputs[k][:REFERENCE_ROWS]) for k in names}
     ref_rows, out_width = len(next(iter(ref_inputs.values()))), sum(o["width"] for o in program.outputs) or 1
 
@@ -277,13 +281,25 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
         manifest, members = _assemble(model, prog, p, tgt, ds, ref_inputs,
                                       np.zeros(ref_rows * out_width, np.float32), 0.0, oov_rows, input_spec,
                                       seed is not None)
-        manifest["metrics"] = {"host": {"before": before, "after": before, "fp32_param_bytes": fp32_bytes,
-                                        "param_bytes": prog.param_bytes(), "parity": {}}}
+        manifest["metrics"] = placeholder(prog)
         return bundle_size(manifest, members)
 
-    from .export.artifacts import shipped_formats
-    app_formats = shipped_formats(formats, tgt)[0]
-    search, exported = None, {}
+    def placeholder(prog):
+        """The metrics block with the longest float in every measured place: search-time sizes are
+        an upper bound of the numpy bundle written later (its manifest carries these figures)."""
+        after = {k: (LONG if isinstance(v, float) else v) for k, v in before.items()}
+        diff = {"rows": FIDELITY_ROWS, "max_abs_diff": LONG, "mean_abs_diff": LONG}
+        backends = ["numpy"] + app_formats
+        batches = sorted(set(tgt.batch_sizes) | {lat_batch})
+        return _metrics_block(
+            before, after, fp32_bytes, prog.param_bytes(),
+            {"backend": "numpy", "max_abs_diff": LONG, "tolerance": LONG, "ok": False, "n": ref_rows * out_width},
+            {b: diff for b in backends}, roles, {str(b): LONG for b in batches}, placeholder_source, lat_batch,
+            {b: {"source": placeholder_source, "model": placeholder_source, "s": {str(x): LONG for x in batches}}
+             for b in backends})
+    placeholder_source = "x" * (len(latency_model.estimate(program, lat_batch)["source"]) + 80)
+
+    search, exported, dropped = None, {}, []
     if explicit:
         steps.say(f"applying {len(plan)} pass(es)")
         plan = list(plan)
@@ -296,9 +312,17 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
                           latency=latency_model, latency_batch=lat_batch, memory_budget=mem, latency_budget=lat,
                           tolerance=tolerance, progress=progress,
                           format_sizes=FormatSizes(app_formats) if app_formats else None)
-        fit = (lambda found: _fit_formats(planner, found, app_formats, tgt, ref_inputs, mem)) \
-            if mem is not None and app_formats else None
-        search, exported = _search(planner, fit, report=report, target=tgt.name, metric=metric)
+        fit = None
+        if mem is not None and app_formats:
+            # learn each format's graph bytes from the int8 plan before the search steers by them
+            int8 = apply_plan(program.copy(), list(DEFAULT_PLAN))
+            for fmt, got in _export_formats(app_formats, int8, list(DEFAULT_PLAN), tgt, ref_inputs).items():
+                if not isinstance(got, Exception):
+                    planner.format_sizes.observe(fmt, int8, len(got[0]))
+            fit = (lambda found: _fit_formats(planner, found, planner.format_sizes.formats, tgt, ref_inputs, mem))
+        search, exported = _search(planner, fit, report=report, target=tgt.name, metric=metric,
+                                   may_drop=not explicit_formats, notes=notes)
+        dropped = [f for f in app_formats if f not in planner.format_sizes.formats] if app_formats else []
         plan, program = search.chosen.plan, search.chosen.program
 
     quantized = any(p.kind != "fp32" for p in program.params.values())
@@ -323,14 +347,15 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
     fid_inputs = {k: np.asarray(ds.inputs[k][:FIDELITY_ROWS]) for k in names}
     source_out = _torch_outputs(model, fid_inputs, call)
     vs_source = {"numpy": output_diff(runtime_model.predict_flat(fid_inputs), source_out, fid_inputs)}
-    latency = {str(b): latency_model.estimate(program, b)["total_s"]
-               for b in sorted(set(tgt.batch_sizes) | {lat_batch})}
-    manifest["metrics"] = {"host": {"before": before, "after": after, "fp32_param_bytes": fp32_bytes,
-                                    "param_bytes": program.param_bytes(), "parity": parity,
-                                    "vs_source": vs_source, "data_roles": roles},
-                           "latency_estimate_s": latency, "latency_model": latency_model.estimate(program, lat_batch)["source"]}
-    # the numpy bundle alone: what the memory budget bounds (each app artifact
-    # is its own deliverable and reports its own size)
+    batches = sorted(set(tgt.batch_sizes) | {lat_batch})
+    latency = {str(b): latency_model.estimate(program, b)["total_s"] for b in batches}
+    latency_source = latency_model.estimate(program, lat_batch)["source"]
+    shipping = ["numpy"] + [f for f in app_formats if f not in dropped]
+    by_backend = estimates_by_backend(program, tgt, latency_model.table, batches=batches, backends=shipping,
+                                      profile=profile)
+    manifest["metrics"] = _metrics_block(before, after, fp32_bytes, program.param_bytes(), parity, vs_source, roles,
+                                         latency, latency_source, lat_batch, by_backend)
+    # the numpy bundle alone: what the memory budget bounds for the numpy format
     model_bytes = bundle_size(manifest, members)
     if explicit and mem is not None and (model_bytes > mem or "(over)" in _over_text(exported, mem)):
         raise BudgetError(f"this plan does not fit the memory budget of {mem:,} B in every shipped format: "
@@ -340,7 +365,7 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
     gate = (metric, after[metric], higher_is_better(metric), tolerance)
     artifacts, warnings = build_artifacts(program, plan, target=tgt, reference_inputs=ref_inputs,
                                           reference_outputs=ref_out, formats=formats, evaluate=evaluate,
-                                          source=(fid_inputs, source_out), exported=exported, gate=gate,
+                                          source=(fid_inputs, source_out), exported=exported, gate=gate, exclude=dropped,
                                           progress=progress)
     warnings = notes + warnings
     shipped = {"numpy": {"bytes": model_bytes, "metrics": after, "vs_source": vs_source["numpy"]}}
@@ -351,9 +376,17 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
         manifest.setdefault("artifacts", {})[art.format] = {"member": art.member, **art.meta}
         shipped[art.format] = {"bytes": len(art.data), "metrics": art.meta.get("metrics"),
                                "vs_source": art.meta.get("vs_source")}
+    for fmt in [b for b in by_backend if b not in shipped]:       # dropped at export: no estimate to load
+        del by_backend[fmt]
     for fmt, row in shipped.items():
         row.update(memory_budget=mem, fits=mem is None or row["bytes"] <= mem,
-                   latency_estimate_s=latency, latency_source=latency_model.estimate(program, lat_batch)["source"])
+                   latency_estimate_s=by_backend[fmt]["s"], latency_source=by_backend[fmt]["model"])
+    model_bytes = bundle_size({k: v for k, v in manifest.items() if k != "artifacts"},
+                              {m: b for m, b in members.items() if not m.startswith("artifacts/")})
+    shipped["numpy"].update(bytes=model_bytes, fits=mem is None or model_bytes <= mem)
+    if search is not None and mem is not None and model_bytes > mem:
+        raise CompileError(f"the numpy bundle came out {model_bytes:,} B, over the memory budget of {mem:,} B "
+                           "that the plan's size estimate fitted; please report this bug")
     expected = bundle_size(manifest, members)
 
     steps.say(f"writing {output}")
@@ -376,6 +409,18 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
                                      data=test, train=train, metric=metric, latency_model=latency_model)
     steps.done()
     return result
+
+
+LONG = -1.2345678901234567e-123       # the longest repr of a float
+
+
+def _metrics_block(before, after, fp32_bytes, param_bytes, parity, vs_source, roles, latency, latency_source,
+                   lat_batch, by_backend) -> dict:
+    """manifest["metrics"]: figures on test rows, parity, fidelity, latency estimates (per backend)."""
+    return {"host": {"before": before, "after": after, "fp32_param_bytes": fp32_bytes, "param_bytes": param_bytes,
+                     "parity": parity, "vs_source": vs_source, "data_roles": roles},
+            "latency_estimate_s": latency, "latency_model": latency_source,
+            "latency_by_backend": by_backend, "latency_batch": int(lat_batch)}
 
 
 def _export_formats(formats, program, plan, tgt, ref_inputs) -> dict:
@@ -409,18 +454,35 @@ def _fit_formats(planner, search, formats, tgt, ref_inputs, mem):
             planner.format_sizes.observe(fmt, chosen.program, n)
         if all(n <= mem for n in sizes.values()):
             return search, exported
-        search = planner.choose()
+        try:
+            search = planner.choose()
+        except BudgetError:           # what the search took to fit does not: shrink further
+            search = planner.run(resume=True)
     raise BudgetError(f"after {SIZE_ROUNDS} exports the chosen plan's artifacts still exceed the memory budget "
                       f"of {mem:,} B ({_over_text(exported, mem)}); ship fewer formats (--formats) or raise "
                       "the budget")
 
 
-def _search(planner, fit, *, report, target, metric):
+def _search(planner, fit, *, report, target, metric, may_drop=False, notes=None):
     """(search result, exported artifacts): planner.run(), then ``fit`` (every shipped format
-    in the memory budget). When no plan fits and ``report`` is set, its page says why first."""
+    in the memory budget). When no plan fits every format and the formats were not asked for
+    explicitly (``may_drop``), the app formats no plan fits are left out with a note and the
+    others keep their plan. When no plan fits and ``report`` is set, its page says why first."""
     try:
-        search = planner.run()
-        return fit(search) if fit is not None else (search, {})
+        try:
+            search = planner.run()
+        except BudgetError:
+            if not may_drop or not planner.drop_unfit_formats(notes):
+                raise
+            search = planner.choose()
+        while fit is not None:
+            try:
+                return fit(search)
+            except BudgetError:     # the exports taught the size model more: drop what cannot fit
+                if not may_drop or not planner.drop_unfit_formats(notes):
+                    raise
+                search = planner.choose()
+        return search, {}
     except BudgetError as e:
         if report is not None:
             from .plan.report import write_budget_report

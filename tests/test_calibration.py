@@ -200,6 +200,8 @@ def test_calibrate_and_validate_on_the_local_board(tmp_path, monkeypatch, capsys
                                      "batches": [1, 16], "iters": 10, "warmup": 2, "out_dir": tmp_path / "b"})
     table = out["table"]
     assert table["device"] == "local" and table["target"] == "local" and table["quick"]
+    # the plain local board has the numpy runtime only: no app backend is measured, nor fitted
+    assert table["backends_installed"] == ["numpy"] and "backend_fits" not in table
     assert sorted(p.rsplit("/", 1)[-1] for p in out["paths"]) == ["local.json"]
     assert load_for_target("local") is not None
     # the graph fit: probe models (not the validation model) measured whole, one point per batch size
@@ -212,6 +214,7 @@ def test_calibrate_and_validate_on_the_local_board(tmp_path, monkeypatch, capsys
     assert v["plans"] == 3 and len(v["rows"]) == 6 and not v["emulated"] and v["graph_fit"]
     assert all(r["parts_s"] > 0 for r in v["rows"])
     assert all(r["measured_p50_s"] > 0 and r["after_s"] > 0 and r["before_s"] > 0 for r in v["rows"])
+    assert set(v["by_backend"]) == {"numpy"} and v["by_backend"]["numpy"]["after"]["n"] == 6
     assert "median APE" in capsys.readouterr().out
     from edgecompress.calibration_report import render_html
     page = render_html(out)

@@ -95,3 +95,17 @@ def test_held_out_rows_that_repeat_train_rows_are_called_out(trained_dlrm, ctr_d
     clean = ec.compile(trained_dlrm, target="local", data=test_ds, train_data=train_ds, output=tmp_path / "c.ecb",
                        plan=list(DEFAULT_PLAN), progress=False)
     assert not any("also appear among the train rows" in w for w in clean.warnings)
+
+
+@needs_export
+def test_default_format_no_plan_fits_is_left_out_with_a_note(trained_dlrm, ctr_data, bundles, tmp_path, monkeypatch):
+    train_ds, test_ds = ctr_data
+    monkeypatch.delenv("EDGECOMPRESS_FORMATS", raising=False)       # the target's formats: numpy + litert
+    tgt = dataclasses.replace(load_target("local"), batch_sizes=(1, 64), backends=("numpy", "litert"))
+    budget = bundles["fp32"].model_bytes // 16
+    res = ec.compile(trained_dlrm, target=tgt, data=test_ds, train_data=train_ds, output=tmp_path / "m.ecb",
+                     memory_budget=budget, latency_budget="1s@64", progress=False)
+    note = [w for w in res.warnings if w.startswith("litert artifact not produced")]
+    assert note and f"memory budget of {budget:,} B in litert (smallest" in note[0], res.warnings
+    assert set(res.formats) == {"numpy"} and res.model_bytes <= budget
+    assert not any(m.startswith("artifacts/") for m in _members(res.path))

@@ -191,7 +191,7 @@ def test_infeasible_budget_names_smallest_and_fastest(trained_dlrm, ctr_data, tm
         ec.compile(trained_dlrm, target="raspberry-pi-4", data=test_ds, output=out, memory_budget="20KB",
                    progress=False)
     msg = str(e.value)
-    assert "no plan fits" in msg and "Smallest plan" in msg and "fastest plan" in msg and "--memory-budget" in msg
+    assert "no plan fits" in msg and "numpy: smallest plan" in msg and "fastest plan" in msg and "--memory-budget" in msg
     assert not out.exists() and not list(tmp_path.iterdir())
 
 

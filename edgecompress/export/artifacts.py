@@ -26,7 +26,10 @@ Tolerance: the bundle's own (1e-5 fp32, 1e-2 quantized; a Program that is
 fp32 gets the fp32 one), scaled by max(1, max|reference output|) because
 XNNPACK and TFLite sum in other orders than torch; an artifact whose recipe
 quantizes activations where the plan does not (ExecuTorch, for weight-only
-int8 Linear) gets the quantized tolerance.
+int8 Linear) gets the quantized tolerance. When such an approximate recipe
+still misses it and compile measures the artifact on test rows (``gate``),
+the metric decides: the artifact ships if it loses no more than the plan's
+tolerance against the numpy bundle (its ``parity`` says so), else it is refused.
 """
 from __future__ import annotations
 
@@ -138,7 +141,7 @@ def _first_line(e: Exception) -> str:
 
 
 def build_artifacts(program, plan, *, target, reference_inputs: dict, reference_outputs: np.ndarray,
-                    formats=None, evaluate=None, source=None, exported=None, gate=None,
+                    formats=None, evaluate=None, source=None, exported=None, gate=None, exclude=(),
                     progress: bool = True) -> tuple[list[Artifact], list[str]]:
     """Export, load, run and check every requested format (see module doc).
 
@@ -149,8 +152,9 @@ def build_artifacts(program, plan, *, target, reference_inputs: dict, reference_
     ``gate``: (metric, value of the numpy bundle, higher is better, tolerance):
     an artifact whose metric is worse than the bundle's by more than the
     tolerance is refused like a parity failure, with the measured numbers.
-    Returns (artifacts, warnings)."""
+    ``exclude``: formats left out (the caller said why). Returns (artifacts, warnings)."""
     wanted, explicit, warnings = shipped_formats(formats, target)
+    wanted = [f for f in wanted if f not in exclude]
     exported = dict(exported or {})
     artifacts = []
     want_out = np.asarray(reference_outputs, dtype=np.float32).reshape(-1)
@@ -185,7 +189,12 @@ def build_artifacts(program, plan, *, target, reference_inputs: dict, reference_
         diff = float(np.max(np.abs(got - want_out))) if got.shape == want_out.shape and got.size else (
             0.0 if got.shape == want_out.shape else float("inf"))
         meta["parity"] = {"max_abs_diff": diff, "tolerance": tol, "ok": diff <= tol, "n": int(want_out.size)}
-        if not diff <= tol:
+        approximate = any(not st.get("exact", True) for st in meta.get("recipe", []))
+        if not diff <= tol and approximate and gate is not None and evaluate is not None and np.isfinite(diff):
+            # a recipe that cannot express the plan exactly (meta["approximations"]) is judged by
+            # what it costs on the test rows (the gate below), not by the bug check
+            meta["parity"]["judged_by"] = "metric on test rows (approximate recipe)"
+        elif not diff <= tol:
             fail(f"{fmt} artifact differs from the host model by {diff:.3g} on the reference inputs "
                  f"(tolerance {tol:.3g}; recipe: {meta.get('precision')})")
             continue

@@ -14,7 +14,18 @@ them: then every node costs the executor's dispatch plus its measured cost
 activation mode x batch, batched matmuls by batch x MACs, other ops by type:
 fixed + per output value) plus the in-graph context per node at that batch size,
 plus the runtime's input checks in ``predict()`` and the memory a run keeps, all
-at the shapes of the program being estimated."""
+at the shapes of the program being estimated.
+
+Backends: ``LatencyModel(..., backend="litert" | "executorch")`` estimates that app
+backend when the table has a fit for it (``backend_fits``, measured by ``edgecompress
+calibrate`` on whole probe models run through the backend on the device): the fit maps
+the numpy sum of parts of the program to the backend's time. Without such a fit (no
+table, or a table without that backend) it returns the numpy estimate, and the result
+says so: ``source`` "numpy estimate (no litert measurement; ...)", ``measured`` False,
+``estimated_as`` "numpy". ``estimates_by_backend`` gives compile() the per-backend
+estimates for the manifest (``metrics.latency_by_backend``), whose ``source`` follows
+the runtime's rule (edgecompress_runtime/backends): "table:<device>" = measured on that
+device for that backend, anything else ("profile", "numpy-estimate:...") = not measured."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -72,12 +83,26 @@ def _signature(program) -> tuple:
                  for k, p in sorted(program.params.items()))
 
 
+BACKENDS = ("numpy", "litert", "executorch")
+
+
 class LatencyModel:
-    def __init__(self, target, profile: ShapeProfile, table=None):
+    def __init__(self, target, profile: ShapeProfile, table=None, backend: str = "numpy"):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
         self.cost = dict(target.cost)
         self.profile = profile
         self.table = table          # LatencyTable or None
+        self.backend = backend
         self._profiles: dict = {}   # per program shapes, for the measured-table path
+
+    @property
+    def measured(self) -> bool:
+        """Whether estimates for this backend come from measurements on the device (a table,
+        and for an app backend the table's fit for it)."""
+        if self.table is None or not hasattr(self.table, "op_cost"):
+            return False
+        return self.backend == "numpy" or bool(getattr(self.table, "has_backend_fit", lambda b: False)(self.backend))
 
     def _profile_for(self, program) -> ShapeProfile:
         """Shapes of this very program (pruned widths change them); the base profile if that fails."""
@@ -123,7 +148,25 @@ class LatencyModel:
         return s
 
     def estimate(self, program, batch: int) -> dict:
-        """{"total_s", "by_op": {op: seconds}} for one batch."""
+        """{"total_s", "by_op": {op: seconds}, "source", "backend", "measured"} for one batch
+        on this model's backend (see the module doc for app backends)."""
+        if self.backend == "numpy":
+            out = self._estimate_numpy(program, batch)
+            out.update(backend="numpy", measured=self.measured)
+            return out
+        if self.measured:
+            est = self._estimate_measured(program, batch)
+            total = self.table.backend_estimate(self.backend, batch, est["parts_s"], est["nodes"])
+            return {"total_s": total, "parts_s": est["parts_s"], "nodes": est["nodes"], "numpy_s": est["total_s"],
+                    "by_op": {f"{self.backend} (fit on the numpy sum of parts)": total}, "batch": batch,
+                    "source": f"{est['source']}, {self.backend} fit", "backend": self.backend, "measured": True,
+                    "emulated": est.get("emulated", False)}
+        est = self._estimate_numpy(program, batch)
+        est.update(backend=self.backend, measured=False, estimated_as="numpy", numpy_s=est["total_s"],
+                   source=f"numpy estimate (no {self.backend} measurement; {est['source']})")
+        return est
+
+    def _estimate_numpy(self, program, batch: int) -> dict:
         if self.table is not None and hasattr(self.table, "op_cost"):
             return self._estimate_measured(program, batch)
         overhead = self.cost["op_overhead_s"]
@@ -212,3 +255,63 @@ class LatencyModel:
                 "by_op": by_op, "by_node": by_node, "batch": batch,
                 "source": describe() if describe else "measured table",
                 "emulated": bool(getattr(t, "emulated", False))}
+
+
+def _device_label(table) -> str:
+    from pathlib import Path
+    return str(getattr(table, "device", None) or Path(str(getattr(table, "source", "table"))).stem or "table")
+
+
+def estimates_by_backend(program, target, table=None, batches=None, backends=("numpy",), profile=None) -> dict:
+    """Per backend the latency estimate of ``program`` at each of ``batches`` (default the
+    target's batch sizes), for ``manifest["metrics"]["latency_by_backend"]``:
+
+        {backend: {"source": "table:<device>" | "profile" | "numpy-estimate:table:<device>" |
+                             "numpy-estimate:profile",
+                   "model": what produced it, in words (LatencyModel.estimate()'s "source"),
+                   "s": {"1": seconds, "64": seconds, ...},
+                   "emulated": True (only when the table was measured under emulation)}}
+
+    ``source`` starting with "table" means measured on the device for that very backend
+    (numpy: the table; litert / executorch: the table's fit for it); the runtime's
+    ``load(backend="auto")`` compares only such entries. "numpy-estimate:..." marks an app
+    backend the table has no measurement for (its figures are the numpy estimate).
+    ``target``: a Target or a profile name; ``table``: a LatencyTable or None (the
+    profile's coefficients); ``profile``: a ShapeProfile of ``program`` (computed when None)."""
+    from ..targets import Target, load_target
+    tgt = target if isinstance(target, Target) else load_target(target)
+    batches = [int(b) for b in (batches or tgt.batch_sizes)]
+    prof = profile if profile is not None else shape_profile(program)
+    numpy_src = f"table:{_device_label(table)}" if (table is not None and hasattr(table, "op_cost")) else "profile"
+    out = {}
+    for be in dict.fromkeys(backends):
+        lm = LatencyModel(tgt, prof, table=table, backend=be)
+        ests = {b: lm.estimate(program, b) for b in batches}
+        entry = {"source": numpy_src if (be == "numpy" or lm.measured) else f"numpy-estimate:{numpy_src}",
+                 "model": ests[batches[0]]["source"] if batches else "",
+                 "s": {str(b): float(e["total_s"]) for b, e in ests.items()}}
+        if getattr(table, "emulated", False):
+            entry["emulated"] = True
+        out[be] = entry
+    return out
+
+
+class SlowestBackend:
+    """The latency budget holds for every backend that ships: a plan's latency is the slowest
+    estimate among them. Backends without a measurement of their own are estimated as numpy
+    (``LatencyModel``), so only numpy and measured app backends are asked."""
+
+    def __init__(self, target, profile: ShapeProfile, table=None, backends=("numpy",)):
+        self.models = {b: LatencyModel(target, profile, table=table, backend=b) for b in dict.fromkeys(backends)}
+        self.models = {b: m for b, m in self.models.items() if b == "numpy" or m.measured} or \
+            {"numpy": LatencyModel(target, profile, table=table)}
+        first = next(iter(self.models.values()))
+        self.cost, self.profile, self.table = first.cost, first.profile, first.table
+
+    def estimate(self, program, batch: int) -> dict:
+        ests = {b: m.estimate(program, batch) for b, m in self.models.items()}
+        slowest = max(ests, key=lambda b: ests[b]["total_s"])
+        out = dict(ests[slowest])
+        if len(ests) > 1:
+            out["source"] = f"{slowest}, the slowest of {', '.join(ests)}: {out['source']}"
+        return out

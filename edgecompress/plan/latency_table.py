@@ -47,6 +47,17 @@ roughly power laws of sizes and span decades):
   differ, which a per-part sum cannot see. Between fitted batch sizes scale and
   per-node term are linear in log(batch), flat outside. ``graph_fit=False`` when
   constructing the table turns it off (the raw sum of parts).
+- ``backend_fits`` (optional; ``edgecompress calibrate`` adds it when the board runs
+  app backends): ``{"litert": {...}, "executorch": {...}}``, per backend and calibrated
+  batch size ``{"batch", "method", "scale", "per_node_s", "fixed_s"}`` fitted on the
+  same probe models measured whole through that backend, so that backend's seconds
+  per batch = ``scale * numpy_sum_of_parts + per_node_s * nodes + fixed_s`` (the
+  numpy sum of parts without the graph fit; ``nodes`` of our graph). Interpolated
+  like the graph fit (linear in log(batch), flat outside), floored at 5 % of the sum
+  of parts. ``backend_estimate(backend, ...)`` returns None for a backend without a
+  fit; ``LatencyModel(backend=...)`` then falls back to the numpy estimate and says so.
+  The field is optional within version 2: tables stored before it existed are read
+  as tables without backend fits (numpy only), so the version was not bumped.
 
 Version 2: the runtime keeps freed run memory in the process and frees each
 intermediate after its last use (``edgecompress_runtime/allocator.py``), which
@@ -214,6 +225,12 @@ class LatencyTable:
         fit = sorted((int(r["batch"]), float(r["scale"]), float(r["per_node_s"]))
                      for r in (d.get("graph_fit") or {}).get("points", []))
         self._fit = fit if (fit and self.use_graph_fit) else None
+        self._backend_fits = {}
+        for be, bf in (d.get("backend_fits") or {}).items():
+            pts = sorted((int(r["batch"]), float(r["scale"]), float(r["per_node_s"]), float(r.get("fixed_s", 0.0)))
+                         for r in (bf or {}).get("points", []))
+            if pts:
+                self._backend_fits[str(be)] = pts
 
     @property
     def has_graph_fit(self) -> bool:
@@ -228,6 +245,25 @@ class LatencyTable:
         scale = float(np.interp(lb, xs, [f[1] for f in self._fit]))
         per_node = float(np.interp(lb, xs, [f[2] for f in self._fit]))
         return max(scale * parts_s + per_node * nodes, 0.25 * parts_s)
+
+    @property
+    def backends(self) -> list[str]:
+        """The backends this table has measurements for: numpy plus every backend with a fit."""
+        return ["numpy"] + sorted(self._backend_fits)
+
+    def has_backend_fit(self, backend: str) -> bool:
+        return backend in self._backend_fits
+
+    def backend_estimate(self, backend: str, batch: int, parts_s: float, nodes: int) -> float | None:
+        """Seconds per batch on ``backend`` from the numpy sum of parts (see ``backend_fits`` in
+        the module doc); None when the table has no fit for that backend."""
+        pts = self._backend_fits.get(backend)
+        if not pts:
+            return None
+        xs = [math.log(b) for b, *_ in pts]
+        lb = math.log(max(batch, 1))
+        scale, per_node, fixed = (float(np.interp(lb, xs, [p[i] for p in pts])) for i in (1, 2, 3))
+        return max(scale * parts_s + per_node * nodes + fixed, 0.05 * parts_s)
 
     # -- what LatencyModel asks
     def gather(self, rows: int, dim: int, bits: int, n: float, stored_rows: int | None = None) -> float | None:

@@ -298,24 +298,29 @@ class Planner:
         return sum(self._table_bytes(n, st) for n, st in state.tables.items()) + mlp
 
     # --- the search -------------------------------------------------------------
-    def run(self) -> SearchResult:
+    def run(self, resume: bool = False) -> SearchResult:
+        """Search; ``resume`` continues shrinking from the smallest plan measured so far (after
+        the size model learned from real exports that the plans it took to fit do not)."""
         from tqdm.auto import tqdm
         t0 = time.perf_counter()
         fp32 = PlanState({t: TableState(bits=32) for t in self.tables}, {}, "fp32")
         int8 = PlanState({t: TableState() for t in self.tables}, {}, "int8")
         bar = tqdm(total=2 + self.max_steps, desc="plan search", disable=None if self.progress else True,
                    leave=False)
-        base_fp32 = self.evaluate(fp32, "fp32")
-        base = self.evaluate(int8, "int8 rows + int8 Linear")
+        if resume:
+            state = min((c for c in self.cache.values() if not c.state.distill), key=self._bytes).state
+        else:
+            self.evaluate(fp32, "fp32")
+            base = self.evaluate(int8, "int8 rows + int8 Linear")
+            self.sens = self._sensitivity(base, int8, bar)
+            state = int8
         bar.update(2)
-        self.sens = self._sensitivity(base, int8, bar)
-        state, extra, seen_feasible = int8, 0, False
+        extra = 0
         for _ in range(self.max_steps):
             cur = self.evaluate(state)
             excess_b = max(0.0, self._bytes(cur) - self.mem) if self.mem else 0.0
             excess_t = max(0.0, cur.latency_s - self.lat) if self.lat else 0.0
             if excess_b == 0 and excess_t == 0:
-                seen_feasible = True
                 extra += 1
                 if extra > self.extra_steps:
                     break
@@ -351,13 +356,14 @@ class Planner:
                 if self._fits(d):
                     feasible.append(d)
             cands = list(self.cache.values())
-        front = pareto(cands, self.higher)
+        self._result = SearchResult(chosen=None, candidates=cands, front=pareto(cands, self.higher),
+                                    sensitivity=self._sens_report(),
+                                    budgets={"memory_bytes": self.mem, "latency_s": self.lat,
+                                             "latency_batch": self.batch},
+                                    metric_name=self.metric, seconds=time.perf_counter() - t0, feasible=feasible)
         if not feasible:
             raise self._infeasible(cands)
-        chosen = self._choose(feasible)
-        self._result = SearchResult(chosen=chosen, candidates=cands, front=front, sensitivity=self._sens_report(),
-                            budgets={"memory_bytes": self.mem, "latency_s": self.lat, "latency_batch": self.batch},
-                            metric_name=self.metric, seconds=time.perf_counter() - t0, feasible=feasible)
+        self._result.chosen = self._choose(feasible)
         return self._result
 
     def choose(self) -> SearchResult:
@@ -368,7 +374,7 @@ class Planner:
         if not feasible:
             raise self._infeasible(cands)
         return dataclasses.replace(self._result, chosen=self._choose(feasible), feasible=feasible,
-                                   candidates=cands)
+                                   candidates=cands, front=pareto(cands, self.higher))
 
     def _latency_saving(self, move, state, nxt) -> float:
         if not self.lat:
@@ -426,6 +432,24 @@ class Planner:
         """Measured sensitivities only (placeholders for unmeasured moves are left out)."""
         return {name: {f"{k[0]}={k[1]}": v for k, v in s.items() if (name, k) in self.measured}
                 for name, s in self.sens.items()}
+
+    def drop_unfit_formats(self, notes=None) -> list:
+        """Stop budgeting the app formats in which no measured plan fits the memory budget
+        (their smallest plan named in ``notes``); the numpy bundle always ships. Returns them."""
+        if self.format_sizes is None or self.mem is None or not self.cache:
+            return []
+        cands = list(self.cache.values())
+        out = []
+        for fmt in list(self.format_sizes.formats):
+            least = min(self.format_sizes.estimate(c)[fmt] for c in cands)
+            if least > self.mem:
+                out.append(fmt)
+                if notes is not None:
+                    notes.append(f"{fmt} artifact not produced: no plan found fits the memory budget of "
+                                 f"{self.mem:,} B in {fmt} (smallest {least:,} B, {self.format_sizes.how(fmt)}); "
+                                 f"ask for it with formats=[...] to make that an error")
+        self.format_sizes.formats = [f for f in self.format_sizes.formats if f not in out]
+        return out
 
     def _fits(self, c: Candidate) -> bool:
         return (self.mem is None or self._bytes(c) <= self.mem) and (self.lat is None or c.latency_s <= self.lat)

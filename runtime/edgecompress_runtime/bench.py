@@ -62,6 +62,7 @@ def bench(path, batches=(1, 64, 256), warmup: int = 20, iters: int = 200, backen
                    "plan": [p.get("pass") for p in m.get("plan", [])], "target": m.get("target", {}).get("name"),
                    "signature": getattr(model, "signature", None)},
         "backend": model.backend,
+        "backend_reason": getattr(model, "backend_reason", None),
         "load_s": load_s,
         "first_inference_s": first_s,
         "warmup": warmup,
@@ -76,14 +77,23 @@ def bench(path, batches=(1, 64, 256), warmup: int = 20, iters: int = 200, backen
 
 
 def _prediction(manifest: dict, backend: str, results: list) -> dict | None:
-    """The compiler's latency estimate for this plan (manifest ``metrics.latency_estimate_s``,
-    per batch size, for the numpy backend on the bundle's target) next to what was measured;
-    adds ``predicted_ms`` / ``prediction_error`` to the latency rows it covers."""
+    """The compiler's latency estimate for this plan next to what was measured, per batch size:
+    the estimate for the backend that ran (manifest ``metrics.latency_by_backend[backend]``,
+    whose ``source`` says whether it was measured for that backend), else, for numpy,
+    ``metrics.latency_estimate_s``; adds ``predicted_ms`` / ``prediction_error`` to the
+    latency rows it covers."""
+    from .backends import is_measured
     metrics = manifest.get("metrics") or {}
-    est = metrics.get("latency_estimate_s") or {}
+    entry = (metrics.get("latency_by_backend") or {}).get(backend)
+    if isinstance(entry, dict) and isinstance(entry.get("s"), dict) and entry["s"]:
+        est, applies = entry["s"], True
+        source = entry.get("model") or entry.get("source")
+        measured = is_measured(entry)
+    else:
+        est = metrics.get("latency_estimate_s") or {}
+        applies, source, measured = backend == "numpy", metrics.get("latency_model"), None
     if not est:
         return None
-    applies = backend == "numpy"
     per_batch = {}
     for r in results:
         p = est.get(str(r["batch"]))
@@ -94,12 +104,16 @@ def _prediction(manifest: dict, backend: str, results: list) -> dict | None:
         if applies:
             r["predicted_ms"] = p * 1e3
             r["prediction_error"] = err
-    return {"source": metrics.get("latency_model"), "target": (manifest.get("target") or {}).get("name"),
-            "backend": "numpy", "applies": applies, "per_batch": per_batch}
+    return {"source": source, "target": (manifest.get("target") or {}).get("name"),
+            "backend": backend if applies else "numpy", "applies": applies, "measured_for_backend": measured,
+            "per_batch": per_batch}
 
 
 def format_table(result: dict) -> str:
-    lines = [f"backend {result['backend']}  load {result['load_s'] * 1e3:.1f} ms  "
+    lines = []
+    if result.get("backend_reason"):
+        lines.append(f"backend {result['backend']}: {result['backend_reason']}")
+    lines += [f"backend {result['backend']}  load {result['load_s'] * 1e3:.1f} ms  "
              f"first inference {result['first_inference_s'] * 1e3:.2f} ms  "
              f"peak RSS {result['peak_rss_mb']:.1f} MiB  "
              f"parity max|diff| {result['parity']['max_abs_diff']:.2e} "
@@ -118,9 +132,12 @@ def format_table(result: dict) -> str:
     p = result.get("prediction")
     if pred and p:
         lines.append(f"predicted = the compiler's latency estimate for target {p.get('target')} "
-                     f"({p.get('source') or 'latency model'}); error = (predicted - p50) / p50")
+                     f"({p.get('source') or 'latency model'}; backend {p.get('backend')}"
+                     f"{'' if p.get('measured_for_backend') is not False else ', not measured for it'}); "
+                     "error = (predicted - p50) / p50")
     elif p and not p.get("applies"):
-        lines.append(f"(the compiler's latency estimate covers the numpy backend only, not {result['backend']})")
+        lines.append(f"(the bundle carries no latency estimate for {result['backend']}; the compiler's estimate "
+                     "covers the numpy backend only)")
     if result.get("emulated"):
         lines.append("EMULATED (qemu-user): these timings describe the emulator on its host, not this "
                      "device's speed")

@@ -32,6 +32,7 @@ def _info(args) -> int:
     man = m.manifest
     print(f"bundle   {args.bundle} ({m.bundle.size:,} bytes, format v{man['format_version']})")
     print(f"model    {man['model'].get('class')} ({man['model'].get('task')}), backend {m.backend}")
+    print(f"backend  {m.backend}: {getattr(m, 'backend_reason', '')}")
     print(f"target   {man.get('target', {}).get('name')}")
     sig = getattr(m, "signature", None) or {}
     if sig.get("signed"):
@@ -100,7 +101,8 @@ def main(argv=None) -> int:
     p.add_argument("--iters", type=_positive, default=200, help="timed runs per batch size (default 200)")
     p.add_argument("--min-seconds", type=float, default=0.0, help="keep timing at least this long per batch")
     p.add_argument("--backend", default="auto",
-                   help="numpy | litert | executorch | auto (the target's preference) | all "
+                   help="numpy | litert | executorch | auto (measured fastest at the bundle's latency batch "
+                        "when the bundle carries measured estimates, else the target's preference) | all "
                         "(every backend installed here that the bundle carries, side by side)")
     p.add_argument("--json", help="write the full result here")
     p.set_defaults(fn=_bench)

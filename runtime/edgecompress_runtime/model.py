@@ -17,13 +17,15 @@ class Model:
     ``outputs`` says per head whether it is a logit or a probability
     (``predict_proba`` applies the sigmoid to logit heads only).
     ``stats["oov"]`` counts ids mapped to declared OOV rows, per field.
+    ``backend`` names the backend that runs; ``backend_reason`` says why (for "auto":
+    measured fastest at the bundle's latency batch, or the target's order; see backends/).
     """
 
     def __init__(self, bundle: Bundle, backend: str = "auto"):
         self.bundle = bundle
         self.manifest = bundle.manifest
         self.input_spec = self.manifest["inputs"]
-        self._backend = backends.create(backend, bundle)
+        self._backend, self.backend_reason = backends.open_backend(backend, bundle)
         self.backend = self._backend.name
         self.stats = {"oov": {}}
 
@@ -143,8 +145,10 @@ def _proba(x, form) -> np.ndarray:
 def load(path, backend: str = "auto") -> Model:
     """Open a bundle, verify every member's hash, apply this device's signing
     policy (see signing.py: with trusted keys installed, only bundles signed by
-    one of them load), and prepare ``backend`` ("auto" picks the target's
-    preferred installed backend)."""
+    one of them load), and prepare ``backend`` ("auto": among the backends installed
+    here that the bundle carries, the one measured fastest at the bundle's latency
+    batch when its manifest carries measured estimates, else the target's preferred
+    one; ``model.backend_reason`` says which rule applied)."""
     from .allocator import tune
     from .signing import check
     tune()                      # keep freed run memory in the process (see allocator.py)
