@@ -132,3 +132,260 @@ def test_unknown_op_is_refused(bundles, tmp_path):
     _rewrite(bundles["fp32"].path, bad, edit)
     with pytest.raises(ecr.BundleError, match="fancy_new_op"):
         ecr.load(bad)
+
+
+# ---------------------------------------------------------------- hostile bundles (issue 13)
+
+import io  # noqa: E402
+import struct  # noqa: E402
+import time  # noqa: E402
+import tracemalloc  # noqa: E402
+import warnings  # noqa: E402
+import zlib  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from edgecompress_runtime import bundle as fmt  # noqa: E402
+
+
+def _raw_zip(entries) -> bytes:
+    """A zip written by hand, so sizes, methods and attributes can lie.
+    entries: (name, method, payload as stored in the zip, crc, declared size, external_attr)."""
+    out, central = io.BytesIO(), io.BytesIO()
+    for name, method, payload, crc, usize, attr in entries:
+        n = name.encode()
+        offset = out.tell()
+        out.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0x21, crc, len(payload), usize,
+                              len(n), 0) + n + payload)
+        central.write(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, (3 << 8) | 20, 20, 0, method, 0, 0x21, crc,
+                                  len(payload), usize, len(n), 0, 0, 0, 0, attr, offset) + n)
+    cd = central.getvalue()
+    count = len(entries)
+    eocd = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, count, count, len(cd), out.tell(), 0)
+    return out.getvalue() + cd + eocd
+
+
+def _stored_entries(path, manifest=None):
+    """The entries of a real bundle as _raw_zip rows (manifest and its hash replaced when given)."""
+    rows = []
+    mbytes = json.dumps(manifest).encode() if manifest is not None else None
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            data = zf.read(info)
+            if mbytes is not None and info.filename == MANIFEST:
+                data = mbytes
+            if mbytes is not None and info.filename == MANIFEST_HASH:
+                data = (sha256(mbytes) + "\n").encode()
+            rows.append((info.filename, zipfile.ZIP_STORED, data, zlib.crc32(data), len(data), 0o644 << 16))
+    return rows
+
+
+def _manifest(path) -> dict:
+    with zipfile.ZipFile(path) as zf:
+        return json.loads(zf.read(MANIFEST))
+
+
+def _with_manifest(src, dst, manifest_bytes):
+    """Copy a bundle with manifest.json replaced and its recorded hash made consistent."""
+    def edit(name, data):
+        if name == MANIFEST:
+            return manifest_bytes
+        if name == MANIFEST_HASH:
+            return (sha256(manifest_bytes) + "\n").encode()
+        return data
+    _rewrite(src, dst, edit)
+    return dst
+
+
+BOMB_MIB = 4000   # declared/inflated size of the bomb: 4000 MiB from ~4 MB of deflate
+
+
+def _bomb_stream(mib=BOMB_MIB) -> bytes:
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = c.compress(b"\0" * (1 << 20)) + c.flush(zlib.Z_FULL_FLUSH)   # repeatable after a full flush
+    return block * mib + b"\x03\x00"                                     # + an empty final block
+
+
+def _timed_refusal(path, match):
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(ecr.BundleError, match=match) as e:
+            ecr.load(path)
+    finally:
+        elapsed = time.perf_counter() - t0
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return e.value, elapsed, peak
+
+
+@pytest.mark.parametrize("listed", [False, True])
+def test_zip_bomb_is_refused_from_the_central_directory(bundles, tmp_path, listed):
+    """A ~4 MB deflated member declaring 4000 MiB: refused by the per-member limit
+    before anything is inflated, whether or not the (unsigned) manifest lists it."""
+    stream = _bomb_stream()
+    assert 3e6 < len(stream) < 6e6
+    size = BOMB_MIB << 20
+    manifest = _manifest(bundles["fp32"].path)
+    if listed:
+        manifest["members"]["arrays/bomb.npy"] = {"sha256": "0" * 64, "size": size}
+    rows = _stored_entries(bundles["fp32"].path, manifest)
+    rows.append(("arrays/bomb.npy", zipfile.ZIP_DEFLATED, stream, 0, size, 0o644 << 16))
+    bad = tmp_path / "bomb.ecb"
+    bad.write_bytes(_raw_zip(rows))
+    err, elapsed, peak = _timed_refusal(bad, "per-member limit")
+    assert elapsed < 1.0, elapsed
+    assert peak < 50 << 20, peak
+    assert str(fmt.MAX_MEMBER_BYTES) in str(err) and str(size) in str(err)
+
+
+def test_zip_bomb_declaring_a_small_size_is_never_inflated_past_it(bundles, tmp_path):
+    """The same 4000 MiB stream declared (in zip and manifest, hashes recomputed) as 1 kB:
+    reading stops at the declared size."""
+    manifest = _manifest(bundles["fp32"].path)
+    manifest["members"]["arrays/bomb.npy"] = {"sha256": "0" * 64, "size": 1024}
+    rows = _stored_entries(bundles["fp32"].path, manifest)
+    rows.append(("arrays/bomb.npy", zipfile.ZIP_DEFLATED, _bomb_stream(), 0, 1024, 0o644 << 16))
+    bad = tmp_path / "smallbomb.ecb"
+    bad.write_bytes(_raw_zip(rows))
+    err, elapsed, peak = _timed_refusal(bad, "corrupt or truncated|sha256|longer than")
+    assert elapsed < 1.0 and peak < 50 << 20, (elapsed, peak)
+
+
+def test_bundle_size_limits_are_configurable(bundles, monkeypatch):
+    path = bundles["fp32"].path
+    biggest = max(i.file_size for i in zipfile.ZipFile(path).infolist())
+    with pytest.raises(ecr.BundleError, match="per-member limit"):
+        ecr.read_bundle(path, max_member_bytes=biggest - 1)
+    ecr.read_bundle(path, max_member_bytes=biggest)
+    monkeypatch.setenv(fmt.ENV_MAX_BUNDLE_BYTES, "1000")
+    with pytest.raises(ecr.BundleError, match="bundle limit of 1000 bytes"):
+        ecr.load(path)
+    monkeypatch.setenv(fmt.ENV_MAX_BUNDLE_BYTES, "lots")
+    with pytest.raises(ecr.BundleError, match="not an integer"):
+        ecr.load(path)
+
+
+@pytest.mark.parametrize("name,attr", [("arrays/link", (0o120777 << 16)), ("arrays/", (0o40755 << 16) | 0x10),
+                                       ("arrays/fifo", 0o10644 << 16)])
+def test_symlink_directory_and_special_entries_are_refused(bundles, tmp_path, name, attr):
+    rows = _stored_entries(bundles["fp32"].path)
+    rows.append((name, zipfile.ZIP_STORED, b"/etc/passwd" if "link" in name else b"", 0, 0, attr))
+    rows[-1] = rows[-1][:3] + (zlib.crc32(rows[-1][2]), len(rows[-1][2])) + rows[-1][5:]
+    bad = tmp_path / "special.ecb"
+    bad.write_bytes(_raw_zip(rows))
+    with pytest.raises(ecr.BundleError, match="directory, symlink or special-file"):
+        ecr.load(bad)
+
+
+def test_other_compression_methods_are_refused(bundles, tmp_path):
+    bad = tmp_path / "bz2.ecb"
+    with zipfile.ZipFile(bundles["fp32"].path) as zin, zipfile.ZipFile(bad, "w") as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info),
+                          compress_type=zipfile.ZIP_BZIP2 if info.filename.startswith("arrays/") else zipfile.ZIP_STORED)
+    with pytest.raises(ecr.BundleError, match="compression method other than stored/deflate"):
+        ecr.load(bad)
+
+
+def test_deflated_members_within_limits_still_load(bundles, tmp_path):
+    ok = tmp_path / "deflated.ecb"
+    with zipfile.ZipFile(bundles["fp32"].path) as zin, zipfile.ZipFile(ok, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info))
+    assert ecr.load(ok).check_parity()["ok"]
+
+
+def test_duplicate_member_names_are_refused(bundles, tmp_path):
+    src = bundles["fp32"].path
+    victim = next(n for n in zipfile.ZipFile(src).namelist() if n.startswith("arrays/"))
+    bad = tmp_path / "dup.ecb"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with zipfile.ZipFile(src) as zin, zipfile.ZipFile(bad, "w") as zout:
+            zout.writestr(victim, b"evil first copy")
+            for info in zin.infolist():
+                zout.writestr(info.filename, zin.read(info))
+    with pytest.raises(ecr.BundleError, match="duplicate entries"):
+        ecr.load(bad)
+
+
+def test_entries_the_manifest_does_not_list_are_never_read(bundles, tmp_path, monkeypatch):
+    bad = tmp_path / "extra.ecb"
+    with zipfile.ZipFile(bundles["fp32"].path) as zin, zipfile.ZipFile(bad, "w") as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info))
+        zout.writestr("arrays/zz_extra.npy", b"x" * 100)
+    read = []
+    real = fmt._read_member
+    monkeypatch.setattr(fmt, "_read_member", lambda zf, info, *a: read.append(info.filename) or real(zf, info, *a))
+    with pytest.raises(ecr.BundleError, match="not listed in the manifest.*zz_extra"):
+        ecr.load(bad)
+    assert not any(n.startswith("arrays/") for n in read), read
+
+
+@pytest.mark.parametrize("version", [-1, 0, True, "1", 1.0, None, [1]])
+def test_format_version_must_be_a_positive_int(bundles, tmp_path, version):
+    m = _manifest(bundles["fp32"].path)
+    m["format_version"] = version
+    bad = _with_manifest(bundles["fp32"].path, tmp_path / "version.ecb", json.dumps(m).encode())
+    with pytest.raises(ecr.BundleError, match="format_version must be a positive integer") as e:
+        ecr.load(bad)
+    assert "newer" not in str(e.value)
+
+
+@pytest.mark.parametrize("depth,match", [(100_000, "nested too deeply"), (200, "nested 20[0-9] levels deep")])
+def test_deeply_nested_manifest_is_a_bundle_error(bundles, tmp_path, depth, match):
+    m = _manifest(bundles["fp32"].path)
+    m["graph"]["nodes"][0]["args"] = "@@DEEP@@"
+    text = json.dumps(m).replace('"@@DEEP@@"', "[" * depth + "]" * depth)
+    bad = _with_manifest(bundles["fp32"].path, tmp_path / "deep.ecb", text.encode())
+    with pytest.raises(ecr.BundleError, match=match):
+        ecr.load(bad)
+
+
+def test_npy_header_declaring_a_huge_shape_is_refused_before_allocating(bundles, tmp_path):
+    src = bundles["fp32"].path
+    m = _manifest(src)
+    victim = next(n for n in m["members"] if n.startswith("arrays/"))
+    with zipfile.ZipFile(src) as zf:
+        data = zf.read(victim)
+    f = io.BytesIO(data)
+    np.lib.format.read_magic(f)
+    np.lib.format.read_array_header_1_0(f)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False,
+                                                  "shape": (1 << 20, 1 << 20, 8)})   # 32 TiB
+    evil = header.getvalue() + data[f.tell():]
+    m["members"][victim] = {"sha256": sha256(evil), "size": len(evil)}
+    mbytes = json.dumps(m).encode()
+    bad = tmp_path / "hugeshape.ecb"
+
+    def edit(name, d):
+        return {MANIFEST: mbytes, MANIFEST_HASH: (sha256(mbytes) + "\n").encode(), victim: evil}.get(name, d)
+    _rewrite(src, bad, edit)
+    t0 = time.perf_counter()
+    with pytest.raises(ecr.BundleError, match="not a plain .npy array.*header declares shape"):
+        ecr.load(bad)
+    assert time.perf_counter() - t0 < 5
+
+
+def test_error_messages_stay_one_short_line(bundles, tmp_path):
+    # 3000 unlisted members: a few are named, the rest counted
+    bad = tmp_path / "many.ecb"
+    with zipfile.ZipFile(bundles["fp32"].path) as zin, zipfile.ZipFile(bad, "w") as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info))
+        for i in range(3000):
+            zout.writestr(f"extra/{i:05d}-" + "x" * 200 + "\n.npy", b"")
+    with pytest.raises(ecr.BundleError, match="and 2995 more") as e:
+        ecr.load(bad)
+    assert len(str(e.value)) < 1000 and "\n" not in str(e.value)
+    # 100k entries: refused by count, in a short message
+    huge = tmp_path / "huge.ecb"
+    with zipfile.ZipFile(huge, "w") as zf:
+        for i in range(100_000):
+            zf.writestr(f"m{i}", b"")
+    with pytest.raises(ecr.BundleError, match="100000 entries, above the limit") as e:
+        ecr.load(huge)
+    assert len(str(e.value)) < 300

@@ -209,3 +209,125 @@ def test_the_runtime_needs_no_crypto_package():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                        env={**os.environ, "PYTHONPATH": ""})
     assert r.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------ hostile bundles (issue 13)
+
+
+def test_a_duplicate_manifest_placed_first_does_not_ride_on_the_signature(trust, key, tiny_bundle, tmp_path):
+    """zipfile reads the last of two same-named entries, other readers the first: a signed
+    bundle with an attacker's manifest.json placed before the signed one is refused."""
+    import hashlib
+    import warnings
+    from edgecompress.deploy import keys
+    trust.mkdir()
+    (trust / f"{key.key_id}.pub").write_text(key.public_line())
+    signed = keys.sign_bundle(tiny_bundle, tmp_path / "signed.ecb", key=key)
+    assert load_status(signed)["verified"]
+    evil = json.loads(read_bundle(signed).manifest_bytes)
+    evil["model"]["class"] = "Evil"
+    ebytes = json.dumps(evil).encode()
+    bad = tmp_path / "dup.ecb"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with zipfile.ZipFile(signed) as src, zipfile.ZipFile(bad, "w") as dst:
+            dst.writestr("manifest.json", ebytes)
+            dst.writestr("manifest.sha256", hashlib.sha256(ebytes).hexdigest() + "\n")
+            for n in src.namelist():
+                dst.writestr(n, src.read(n))
+    with zipfile.ZipFile(bad) as zf:      # the bypass: the signed copy is what zipfile reads
+        assert zf.read("manifest.json") == read_bundle(signed).manifest_bytes
+    with pytest.raises(BundleError, match="duplicate entries.*manifest.json"):
+        read_bundle(bad)
+    with pytest.raises(BundleError, match="duplicate entries"):
+        signing.check(read_bundle(bad))
+
+
+def load_status(path):
+    return signing.check(read_bundle(path))
+
+
+def test_with_a_trust_store_the_signature_is_checked_before_any_member_is_read(trust, key, tiny_bundle,
+                                                                               monkeypatch):
+    from edgecompress_runtime import bundle as fmt
+    trust.mkdir()
+    (trust / f"{key.key_id}.pub").write_text(key.public_line())
+    read = []
+    real = fmt._read_member
+    monkeypatch.setattr(fmt, "_read_member", lambda zf, info, *a: read.append(info.filename) or real(zf, info, *a))
+    with pytest.raises(BundleError, match="only runs signed bundles"):
+        read_bundle(tiny_bundle, trusted=signing.load_trusted_keys())
+    assert read == ["manifest.json", "manifest.sha256"]
+    b = read_bundle(tiny_bundle, trusted={})          # an empty store: nothing enforced, members read
+    assert b.verification["enforced"] is False and "reference/out.npy" in b.members
+
+
+def _store_in_place_of_a_file(tmp_path):
+    p = tmp_path / "trusted"
+    p.write_text("ed25519 not-a-directory\n")
+    return p, "is not a directory"
+
+
+def _store_under_a_file(tmp_path):
+    (tmp_path / "parent").write_text("a file\n")
+    return tmp_path / "parent" / "trusted", "cannot be read"
+
+
+def _store_symlink_loop(tmp_path):
+    os.symlink(tmp_path / "b", tmp_path / "a")
+    os.symlink(tmp_path / "a", tmp_path / "b")
+    return tmp_path / "a", "cannot be read"
+
+
+def _store_dangling_symlink(tmp_path):
+    os.symlink(tmp_path / "gone", tmp_path / "trusted")
+    return tmp_path / "trusted", "dangling symlink"
+
+
+def _store_listing_fails(tmp_path):
+    d = tmp_path / "trusted"
+    d.mkdir()
+    return d, "cannot be listed"
+
+
+@pytest.mark.parametrize("make", [_store_in_place_of_a_file, _store_under_a_file, _store_symlink_loop,
+                                  _store_dangling_symlink, _store_listing_fails])
+def test_a_trust_store_that_cannot_be_read_fails_closed(make, tiny_bundle, tmp_path, monkeypatch):
+    """We run as root, so chmod 000 would not stop us: these stores are unreadable for
+    everyone (a file where the directory should be, a path under a file (ENOTDIR), a
+    symlink loop (ELOOP), a dangling symlink), and one whose listing fails (EACCES,
+    injected into os.listdir since root bypasses permission bits)."""
+    store, problem = make(tmp_path)
+    if make is _store_listing_fails:
+        real = os.listdir
+
+        def listdir(p):
+            if os.fspath(p) == os.fspath(store):
+                raise PermissionError(13, "Permission denied", os.fspath(p))
+            return real(p)
+        monkeypatch.setattr(os, "listdir", listdir)
+    monkeypatch.setenv(signing.ENV_VAR, str(store))
+    with pytest.raises(BundleError, match=problem) as e:
+        signing.load_trusted_keys()
+    assert str(store) in str(e.value)
+    with pytest.raises(BundleError, match=problem):
+        signing.check(read_bundle(tiny_bundle))
+    with pytest.raises(BundleError, match=problem):
+        load(tiny_bundle)
+
+
+def test_a_missing_trust_store_is_no_store(tmp_path, monkeypatch, tiny_bundle):
+    monkeypatch.setenv(signing.ENV_VAR, str(tmp_path / "nothing-here"))
+    assert signing.load_trusted_keys() == {}
+    assert signing.check(read_bundle(tiny_bundle))["enforced"] is False
+
+
+@pytest.mark.parametrize("sig,match", [(b"[" * 2000 + b"]" * 2000, "manifest.sig is nested too deeply"),
+                                       (b"[" * 100 + b"]" * 100, "manifest.sig is nested 100 levels deep"),
+                                       (b"{" * 5000, "above its limit")])
+def test_hostile_manifest_sig_is_a_bundle_error(tiny_bundle, tmp_path, sig, match):
+    from edgecompress_runtime.bundle import with_signature
+    bad = tmp_path / "sig.ecb"
+    bad.write_bytes(with_signature(tiny_bundle.read_bytes(), sig))
+    with pytest.raises(BundleError, match=match):
+        read_bundle(bad)

@@ -150,10 +150,11 @@ def load(path, backend: str = "auto") -> Model:
     batch when its manifest carries measured estimates, else the target's preferred
     one; ``model.backend_reason`` says which rule applied)."""
     from .allocator import tune
-    from .signing import check
+    from .signing import load_trusted_keys
     tune()                      # keep freed run memory in the process (see allocator.py)
-    bundle = read_bundle(path)
-    signature = check(bundle)
+    # the signing policy is applied before any member is inflated (read_bundle)
+    bundle = read_bundle(path, trusted=load_trusted_keys())
+    signature = bundle.verification
     model = Model(bundle, backend=backend)
     model.signature = signature
     return model

@@ -11,8 +11,10 @@ The device trusts the public keys in its trust store: every ``*.pub`` file in
 A ``.pub`` file holds one line ``ed25519 <base64 of the 32 raw key bytes> [comment]``.
 
 When the store holds at least one key, ``load()`` refuses unsigned bundles and
-bundles signed by any other key, and a store file it cannot read makes it refuse
-everything (fail closed). With an empty or missing store, signatures are optional.
+bundles signed by any other key. A store that exists but cannot be used (not a
+directory, cannot be listed, a broken symlink, a ``.pub`` it cannot read or parse)
+makes it refuse everything (fail closed). With an empty or missing store,
+signatures are optional.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import binascii
 import hashlib
 import json
 import os
+import stat as statmod
 from pathlib import Path
 
 from . import ed25519
@@ -63,28 +66,57 @@ def trusted_keys_dir() -> Path:
 
 
 def load_trusted_keys(directory=None) -> dict[str, bytes]:
-    """key id -> raw public key for every ``*.pub`` in the trust store."""
+    """key id -> raw public key for every ``*.pub`` in the trust store.
+
+    Fails closed: only a store path that does not exist at all means "no store"
+    (signatures optional). A store that exists but is not a directory, cannot be
+    listed, is a dangling or looping symlink, sits under a non-directory, or holds a
+    ``.pub`` file that cannot be read or parsed is a BundleError naming the path and
+    the problem (the device then refuses every bundle until it is fixed)."""
     d = Path(directory) if directory is not None else trusted_keys_dir()
-    if not d.is_dir():
+    fix = "fix or remove it (this device refuses every bundle until then)"
+    try:
+        st = os.stat(d)
+    except FileNotFoundError:
+        if os.path.lexists(d):
+            raise BundleError(f"trust store {d} is a dangling symlink; {fix}") from None
         return {}
+    except OSError as e:
+        raise BundleError(f"trust store {d} cannot be read ({e.strerror or e}); {fix}") from None
+    if not statmod.S_ISDIR(st.st_mode):
+        raise BundleError(f"trust store {d} is not a directory; {fix}")
+    try:
+        names = sorted(os.listdir(d))
+    except OSError as e:
+        raise BundleError(f"trust store {d} cannot be listed ({e.strerror or e}); {fix}") from None
     keys = {}
-    for p in sorted(d.glob("*.pub")):
+    for name in names:
+        if not name.endswith(".pub"):
+            continue
+        p = d / name
         try:
             text = p.read_text()
         except (OSError, UnicodeDecodeError) as e:
-            raise BundleError(f"trusted key file {p} cannot be read ({e}); fix or remove it "
-                              "(this device refuses every bundle until then)") from None
+            raise BundleError(f"trusted key file {p} cannot be read ({_one_line(e)}); {fix}") from None
         raw = parse_public_key(text, source=f"trusted key file {p}")
         keys[key_id(raw)] = raw
     return keys
 
 
+def _keys(trusted) -> str:
+    ids = sorted(trusted)
+    return ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+
+
+def _one_line(e) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
 def parse_signature(data: bytes, path: str) -> dict:
     """Validate the shape of ``manifest.sig``; the signature is checked by ``check``."""
-    try:
-        sig = json.loads(data)
-    except ValueError as e:
-        raise BundleError(f"{path}: manifest.sig is not valid JSON ({e})") from None
+    from .bundle import load_json
+    sig = load_json(data, "manifest.sig", path)
     if not isinstance(sig, dict) or sig.get("alg") != ALG or not isinstance(sig.get("key_id"), str) \
             or not isinstance(sig.get("signature"), str):
         raise BundleError(f"{path}: manifest.sig must hold alg 'ed25519', key_id and signature")
@@ -126,12 +158,12 @@ def check(bundle, trusted: dict[str, bytes] | None = None) -> dict:
     where = trusted_keys_dir()
     if sig is None:
         raise BundleError(f"{bundle.path}: this device only runs signed bundles (it trusts "
-                          f"{', '.join(sorted(trusted))} in {where}) and this bundle is unsigned; "
+                          f"{_keys(trusted)} in {where}) and this bundle is unsigned; "
                           "sign it on the host (`edgecompress keys sign BUNDLE`, or deploy with a "
                           "signing key from `edgecompress keys init`)")
     if sig["key_id"] not in trusted:
-        raise BundleError(f"{bundle.path}: signed by key {sig['key_id']}, which this device does not "
-                          f"trust (it trusts {', '.join(sorted(trusted))} in {where}); sign it with a "
+        raise BundleError(f"{bundle.path}: signed by key {_one_line(repr(sig['key_id']))[:80]}, which this device does not "
+                          f"trust (it trusts {_keys(trusted)} in {where}); sign it with a "
                           "trusted key or add that key's .pub file to the trust store")
     if not status["verified"]:
         raise BundleError(f"{bundle.path}: the signature by key {sig['key_id']} does not verify: the "
