@@ -389,3 +389,8 @@ def test_error_messages_stay_one_short_line(bundles, tmp_path):
     with pytest.raises(ecr.BundleError, match="100000 entries, above the limit") as e:
         ecr.load(huge)
     assert len(str(e.value)) < 300
+
+
+def test_bundles_are_written_readable_by_others(bundles):
+    import stat
+    assert stat.S_IMODE(bundles["int8"].path.stat().st_mode) == 0o644

@@ -358,3 +358,23 @@ def test_artifact_worse_than_the_bundle_on_test_rows_is_refused(models, target, 
                                      reference_outputs=out, formats=["litert"], evaluate=evaluate,
                                      gate=("auc", auc, True, 5e-4), progress=False)
     assert [a.format for a in arts] == ["litert"] and abs(arts[0].meta["metrics"]["auc"] - auc) <= 5e-4
+
+
+def test_corrupt_artifact_with_valid_hashes_is_a_backend_error_and_auto_falls_back(compiled, tmp_path):
+    from edgecompress.export.bundle import BundleDraft
+    from edgecompress_runtime.bundle import read_bundle
+    src = read_bundle(compiled("dlrm", "ctr", "fp32").path)
+    manifest = {k: v for k, v in src.manifest.items() if k not in ("format", "format_version", "members")}
+    members = dict(src.members)
+    members["artifacts/model.tflite"] = b"TFL3" + bytes(range(256)) * 40          # hashes recomputed: an author's edit
+    members["artifacts/model.pte"] = b"\x00" * 4096
+    path = tmp_path / "corrupt.ecb"
+    BundleDraft(manifest, members).write(path)
+    for name, says in (("litert", "the bundle's litert artifact does not load in its runtime"),
+                       ("executorch", "ExecuTorch could not load the bundle's .pte")):
+        with pytest.raises(BackendError, match=says):
+            ecr.load(path, backend=name)
+    model = ecr.load(path)                                   # target order: litert, executorch, numpy
+    assert model.backend == "numpy"
+    assert "litert failed to load" in model.backend_reason and "executorch failed to load" in model.backend_reason
+    assert model.check_parity()["ok"]

@@ -92,6 +92,23 @@ def test_nan_in_dense(model, good):
         model.predict(good)
 
 
+def test_inputs_numpy_misreads_get_the_real_problem_named(model, good):
+    from edgecompress_runtime.errors import InputError
+    huge = good["sparse"].astype(np.uint64)
+    huge[1, 0] = np.iinfo(np.uint64).max                      # not "negative id -1" after a cast
+    with pytest.raises(InputError, match=r"'sparse': id 18446744073709551615 is larger than any table"):
+        model.predict(dict(good, sparse=huge))
+    big = good["dense"].astype(np.float64)
+    big[0, 2] = 1e300                                         # finite: not "NaN or infinite"
+    with pytest.raises(InputError, match=r"'dense': value 1e\+300 is finite but outside float32's range"):
+        model.predict(dict(good, dense=big))
+    ragged = [list(r) for r in good["dense"]]
+    ragged[3] = ragged[3][:-1]
+    with pytest.raises(InputError, match=r"'dense' is not a rectangular array"):
+        model.predict(dict(good, dense=ragged))
+    assert model.predict(dict(good, dense=good["dense"].astype(np.float64))).shape == (8,)
+
+
 def test_declared_oov_row_is_used_and_counted():
     specs = [{"name": "ids", "dtype": "int64", "shape": [None, 2], "kind": "ids", "vocab": [10, 5],
               "fields": ["user", "item"], "oov_row": [0, None]}]

@@ -81,9 +81,10 @@ def bundle_bytes(manifest: dict, members: dict[str, bytes]) -> bytes:
 
 
 def write_bundle(path, manifest: dict, members: dict[str, bytes]) -> int:
-    """Write atomically (temp file + rename): a failure leaves nothing at ``path``."""
+    """Write atomically (temp file + rename): a failure leaves nothing at ``path``. Mode 0644:
+    a bundle is a deliverable others read (mkstemp alone would leave it 0600)."""
     data = bundle_bytes(manifest, members)
-    write_atomic(Path(path), data)
+    write_atomic(Path(path), data, mode=0o644)
     return len(data)
 
 

@@ -76,15 +76,27 @@ def validate(specs: list[dict], inputs: dict, counters: dict | None = None) -> d
     out, batch = {}, None
     for spec in specs:
         name = spec["name"]
-        arr = np.asarray(inputs[name])
+        try:
+            arr = np.asarray(inputs[name])
+        except (ValueError, TypeError) as e:      # ragged nested lists, objects numpy cannot stack
+            raise InputError(f"input {name!r} is not a rectangular array (rows of different lengths?): "
+                             f"{str(e).splitlines()[0][:120]}") from None
         want = spec["dtype"]
         if want == "int64":
             if arr.dtype.kind not in "iu":
                 raise InputError(f"input {name!r} must hold integer ids (int64), got dtype {arr.dtype}")
+            if arr.dtype.kind == "u" and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+                raise InputError(f"input {name!r}: id {int(arr.max())} is larger than any table can hold "
+                                 f"(ids are int64, at most {np.iinfo(np.int64).max})")
             arr = arr.astype(np.int64, copy=False)
         else:
             if arr.dtype.kind != "f":
                 raise InputError(f"input {name!r} must be float32, got dtype {arr.dtype}")
+            if arr.dtype.itemsize > 4 and arr.size:
+                big = np.isfinite(arr) & (np.abs(arr) > np.finfo(np.float32).max)
+                if big.any():
+                    raise InputError(f"input {name!r}: value {arr[big].flat[0]:g} is finite but outside float32's "
+                                     f"range (|x| <= {np.finfo(np.float32).max:.4g}; {int(big.sum())} such values)")
             arr = arr.astype(np.float32, copy=False)
         shape = spec["shape"]
         if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):

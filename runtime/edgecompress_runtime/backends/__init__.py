@@ -91,14 +91,21 @@ def _create(name: str, bundle):
     if name not in carried(bundle):
         raise BackendError(f"this bundle carries no {name} artifact; it carries: {', '.join(carried(bundle))} "
                            f"(recompile with --formats including {name})")
-    if name == "litert":
-        from .litert import LiteRTBackend
-        return LiteRTBackend(bundle)
-    if name == "executorch":
+    if name == "numpy":
+        from .numpy_graph import NumpyBackend
+        return NumpyBackend(bundle)
+    try:
+        if name == "litert":
+            from .litert import LiteRTBackend
+            return LiteRTBackend(bundle)
         from .executorch import ExecuTorchBackend
         return ExecuTorchBackend(bundle)
-    from .numpy_graph import NumpyBackend
-    return NumpyBackend(bundle)
+    except BackendError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a runtime rejects a corrupt artifact in its own ways
+        text = str(e).strip().splitlines()
+        raise BackendError(f"the bundle's {name} artifact does not load in its runtime "
+                           f"({type(e).__name__}: {text[0][:160] if text else ''})") from None
 
 
 def preference(bundle) -> list[str]:
