@@ -40,7 +40,7 @@ def run_demo(target: str = "raspberry-pi-4", out_dir="out/demo", json_out=None, 
 
     log(f"[3/5] compiling for {target}: fp32, and the planner's most accurate plan inside the target's budgets")
     # numpy bundles only: the demo compares sizes like for like and runs the
-    # torch-free runtime (add formats=None for .pte / .tflite artifacts too)
+    # torch-free runtime (formats=None adds the target's app formats, e.g. .tflite, each held to the budget)
     fp32 = compile(model, target=target, data=test_ds, output=out_dir / "dlrm-fp32.ecb", plan=[],
                    formats=["numpy"], progress=progress)
     # the plan is chosen on the validation rows; both bundles report on the same test rows
