@@ -22,8 +22,9 @@ from .graph import CallConvention, forward_input_names, lower
 from .graph.io import all_outputs_flat, head_logits, metric_head, metric_index, output_diff, source_predict_fn
 from .graph.spec import apply_declared, input_spec as derive_input_spec
 from .graph.torch_exec import ProgramModule
-from .passes import DEFAULT_PLAN, apply_plan
+from .passes import apply_plan
 from .plan.latency import SlowestBackend, estimates_by_backend, shape_profile
+from .plan.fit_formats import describe_exports, export_formats, search_within_budgets
 from .plan.format_size import FormatSizes
 from .plan.search import BudgetError, Planner
 from .plan.size import bundle_size
@@ -35,7 +36,6 @@ PARITY_TOL = {"fp32": 1e-5, "quantized": 1e-2}
 SEARCH_ROWS = 20_000          # CTR rows used to score candidate plans
 UNTRAINED_AUC = 0.02          # |AUC - 0.5| below this: the source model looks untrained
 SEARCH_USERS = 300            # retrieval test users used to score candidate plans
-SIZE_ROUNDS = 4               # exports of a chosen plan before giving up on fitting every format
 
 
 @dataclass
@@ -305,23 +305,16 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
         plan = list(plan)
         program = apply_plan(program.copy(), plan)
         if mem is not None and app_formats:
-            exported = _export_formats(app_formats, program, plan, tgt, ref_inputs)
+            exported = export_formats(app_formats, program, plan, tgt, ref_inputs)
     else:
         steps.say("searching plans under the budgets")
         planner = Planner(program, metric=metric, evaluate_fn=evaluate_fast, size_fn=size_fn,
                           latency=latency_model, latency_batch=lat_batch, memory_budget=mem, latency_budget=lat,
                           tolerance=tolerance, progress=progress,
                           format_sizes=FormatSizes(app_formats) if app_formats else None)
-        fit = None
-        if mem is not None and app_formats:
-            # learn each format's graph bytes from the int8 plan before the search steers by them
-            int8 = apply_plan(program.copy(), list(DEFAULT_PLAN))
-            for fmt, got in _export_formats(app_formats, int8, list(DEFAULT_PLAN), tgt, ref_inputs).items():
-                if not isinstance(got, Exception):
-                    planner.format_sizes.observe(fmt, int8, len(got[0]))
-            fit = (lambda found: _fit_formats(planner, found, planner.format_sizes.formats, tgt, ref_inputs, mem))
-        search, exported = _search(planner, fit, report=report, target=tgt.name, metric=metric,
-                                   may_drop=not explicit_formats, notes=notes)
+        search, exported = search_within_budgets(planner, target=tgt, reference_inputs=ref_inputs,
+                                                 memory_budget=mem, may_drop=not explicit_formats, notes=notes,
+                                                 report=report, metric=metric)
         dropped = [f for f in app_formats if f not in planner.format_sizes.formats] if app_formats else []
         plan, program = search.chosen.plan, search.chosen.program
 
@@ -357,10 +350,10 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
                                          latency, latency_source, lat_batch, by_backend)
     # the numpy bundle alone: what the memory budget bounds for the numpy format
     model_bytes = bundle_size(manifest, members)
-    if explicit and mem is not None and (model_bytes > mem or "(over)" in _over_text(exported, mem)):
+    if explicit and mem is not None and (model_bytes > mem or "(over)" in describe_exports(exported, mem)):
         raise BudgetError(f"this plan does not fit the memory budget of {mem:,} B in every shipped format: "
                           f"numpy bundle {model_bytes:,} B{' (over)' if model_bytes > mem else ''}; "
-                          + _over_text(exported, mem))
+                          + describe_exports(exported, mem))
     from .export.artifacts import build_artifacts
     gate = (metric, after[metric], higher_is_better(metric), tolerance)
     artifacts, warnings = build_artifacts(program, plan, target=tgt, reference_inputs=ref_inputs,
@@ -421,73 +414,6 @@ def _metrics_block(before, after, fp32_bytes, param_bytes, parity, vs_source, ro
                      "parity": parity, "vs_source": vs_source, "data_roles": roles},
             "latency_estimate_s": latency, "latency_model": latency_source,
             "latency_by_backend": by_backend, "latency_batch": int(lat_batch)}
-
-
-def _export_formats(formats, program, plan, tgt, ref_inputs) -> dict:
-    """{format: (bytes, meta)} or {format: the exception its exporter raised} (reported later)."""
-    from .export.artifacts import export
-    out = {}
-    for fmt in formats:
-        try:
-            out[fmt] = export(fmt, program, plan, tgt, ref_inputs)
-        except Exception as e:  # noqa: BLE001 - toolchains raise anything; build_artifacts reports it
-            out[fmt] = e
-    return out
-
-
-def _over_text(exported, mem) -> str:
-    over = {f: len(x[0]) for f, x in exported.items() if not isinstance(x, Exception) and len(x[0]) > mem}
-    fits = {f: len(x[0]) for f, x in exported.items() if not isinstance(x, Exception) and len(x[0]) <= mem}
-    return "; ".join([f"{f} artifact {n:,} B (over)" for f, n in over.items()] +
-                     [f"{f} artifact {n:,} B" for f, n in fits.items()]) or "no app artifact measured"
-
-
-def _fit_formats(planner, search, formats, tgt, ref_inputs, mem):
-    """Export the chosen plan in every shipped format and hold each artifact's exact bytes
-    against the budget. One over it teaches the size model that format's real graph
-    overhead and the planner chooses again among the plans it measured."""
-    for _ in range(SIZE_ROUNDS):
-        chosen = search.chosen
-        exported = _export_formats(formats, chosen.program, chosen.plan, tgt, ref_inputs)
-        sizes = {f: len(x[0]) for f, x in exported.items() if not isinstance(x, Exception)}
-        for fmt, n in sizes.items():
-            planner.format_sizes.observe(fmt, chosen.program, n)
-        if all(n <= mem for n in sizes.values()):
-            return search, exported
-        try:
-            search = planner.choose()
-        except BudgetError:           # what the search took to fit does not: shrink further
-            search = planner.run(resume=True)
-    raise BudgetError(f"after {SIZE_ROUNDS} exports the chosen plan's artifacts still exceed the memory budget "
-                      f"of {mem:,} B ({_over_text(exported, mem)}); ship fewer formats (--formats) or raise "
-                      "the budget")
-
-
-def _search(planner, fit, *, report, target, metric, may_drop=False, notes=None):
-    """(search result, exported artifacts): planner.run(), then ``fit`` (every shipped format
-    in the memory budget). When no plan fits every format and the formats were not asked for
-    explicitly (``may_drop``), the app formats no plan fits are left out with a note and the
-    others keep their plan. When no plan fits and ``report`` is set, its page says why first."""
-    try:
-        try:
-            search = planner.run()
-        except BudgetError:
-            if not may_drop or not planner.drop_unfit_formats(notes):
-                raise
-            search = planner.choose()
-        while fit is not None:
-            try:
-                return fit(search)
-            except BudgetError:     # the exports taught the size model more: drop what cannot fit
-                if not may_drop or not planner.drop_unfit_formats(notes):
-                    raise
-                search = planner.choose()
-        return search, {}
-    except BudgetError as e:
-        if report is not None:
-            from .plan.report import write_budget_report
-            write_budget_report(report, error=e, planner=planner, target=target, metric=metric)
-        raise
 
 
 def _head_fn(runtime_model, program):
