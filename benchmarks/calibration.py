@@ -86,7 +86,7 @@ def run_board(kind: str, models, args, work: Path, say) -> dict:
             t0 = time.perf_counter()
             board = arm64_board.start()
             out["board_start_s"] = time.perf_counter() - t0
-            from edgecompress.deploy.board import SSHBoard
+            from edgecompress.deploy.ssh_board import SSHBoard
             ssh = SSHBoard(board.device(workdir=".edgecompress-calibration"), board.settings(), sign=False,
                            install_timeout=1800, progress=lambda m: None)
             runner = open_board(board=ssh)
@@ -130,7 +130,7 @@ def run_board(kind: str, models, args, work: Path, say) -> dict:
             tr["load_after"] = _load()
             out["trials"].append(tr)
             if "validation" in tr:            # the page `calibrate --validate --report` writes, per trial
-                from edgecompress.calibration_report import render_html
+                from edgecompress.report.calibration_page import render_html
                 page = Path(args.out).with_name(f"calibration-{kind}-trial{trial + 1}.html")
                 page.write_text(render_html({"table": table, "validation": tr["validation"]}))
         trials = [t for t in out["trials"] if "validation" in t]

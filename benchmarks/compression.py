@@ -38,7 +38,7 @@ from edgecompress.data.roles import rows_of, split_roles
 from edgecompress.metrics import evaluate_ctr, evaluate_retrieval, torch_predict_fn
 from edgecompress.models.zoo import model_for_data
 from edgecompress.passes import EmbeddingRowwiseQuant, LinearInt8Weights
-from edgecompress.plan.search import BudgetError
+from edgecompress.errors import BudgetError
 from edgecompress.train import train
 
 OUT = Path(__file__).parent / "results" / "compression.json"

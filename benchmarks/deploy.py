@@ -50,8 +50,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import boards
-    from edgecompress.deploy.board import SSHBoard
-    from edgecompress.deploy.farm import Farm
+    from edgecompress.deploy.ssh_board import SSHBoard
+    from edgecompress.farm import Farm
     if boards.ensure_sshd() is None or not boards.is_root():
         print("needs root and OpenSSH sshd (apt-get install openssh-server)", file=sys.stderr)
         return 2

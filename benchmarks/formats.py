@@ -34,7 +34,7 @@ os.environ.pop("EDGECOMPRESS_FORMATS", None)
 import edgecompress as ec  # noqa: E402
 from edgecompress.data import synthetic_ctr  # noqa: E402
 from edgecompress.errors import CompileError  # noqa: E402
-from edgecompress.plan.search import BudgetError  # noqa: E402
+from edgecompress.errors import BudgetError  # noqa: E402
 from edgecompress.targets import load_target  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "formats.json"

@@ -44,7 +44,7 @@ def arm64():
 
 @pytest.fixture(scope="module")
 def arm64_ssh(arm64):
-    from edgecompress.deploy.board import SSHBoard
+    from edgecompress.deploy.ssh_board import SSHBoard
     dev = arm64.device(packages=("ai-edge-litert",), workdir=".edgecompress-device-tests")
     with SSHBoard(dev, arm64.settings(), sign=False, install_timeout=1800, progress=lambda m: None) as b:
         yield b

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgecompress.deploy.board import SSHBoard
+from edgecompress.deploy.ssh_board import SSHBoard
 
 
 @pytest.fixture(scope="module")

@@ -78,6 +78,7 @@ def run_demo(target: str = "raspberry-pi-4", out_dir="out/demo", json_out=None, 
 
 
 def format_demo_table(result: dict) -> str:
+    from .cli.output import render, table
     rows = []
     for name, b in result["bundles"].items():
         c, bench = b["compile"], b["bench"]
@@ -88,9 +89,7 @@ def format_demo_table(result: dict) -> str:
                      f"{lat[256]['p50_ms']:.2f} / {lat[256]['p99_ms']:.2f}",
                      f"{bench['peak_rss_mb']:.0f} MiB", f"{bench['parity']['max_abs_diff']:.1e}"])
     head = ["bundle", "size", "AUC", "log-loss", "b=1 p50/p99 ms", "b=256 p50/p99 ms", "peak RSS", "parity"]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*head), fmt.format(*["-" * w for w in widths])] + [fmt.format(*r) for r in rows]
+    lines = [render(table(head, rows, right=tuple(head[1:])))]
     sys_ = next(iter(result["bundles"].values()))["bench"]["system"]
     lines.append("")
     lines.append(f"compressed/fp32 size: {result['size_ratio'] * 100:.1f} %   "

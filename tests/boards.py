@@ -518,7 +518,8 @@ def make_bundles(out_dir: Path) -> dict[str, Path]:
 def unique_bundle(src: Path, dst: Path, nonce: str) -> Path:
     """A valid copy of ``src`` with different bytes (a nonce in its manifest), so that
     its upload is not skipped by the hash check."""
-    from edgecompress_runtime.bundle import read_bundle, write_bundle
+    from edgecompress_runtime.bundle import read_bundle
+    from edgecompress_runtime.bundle_writer import write_bundle
     b = read_bundle(src)
     manifest = dict(b.manifest)
     manifest.pop("members", None)
@@ -549,19 +550,18 @@ def _isolated_signing_keys(tmp_path_factory):
 def _pinned_runtime_wheel(tmp_path_factory):
     """Build the runtime wheel once per session and deploy that one everywhere, so tests that
     expect "nothing to upload" hold even while someone edits runtime/ during the run."""
-    import edgecompress.deploy.install as install
-    from edgecompress.deploy.local import build_runtime_wheel
+    import edgecompress.deploy.wheels as wheels
     try:
-        src = build_runtime_wheel()
+        src = wheels.build_runtime_wheel()
     except Exception:   # no runtime sources here: let deploys fail on their own terms
         yield
         return
     pinned = tmp_path_factory.mktemp("runtime-wheel") / src.name
     shutil.copy(src, pinned)
-    orig = install.build_runtime_wheel
-    install.build_runtime_wheel = lambda out_dir=None: pinned
+    orig = wheels.build_runtime_wheel
+    wheels.build_runtime_wheel = lambda out_dir=None: pinned
     yield pinned
-    install.build_runtime_wheel = orig
+    wheels.build_runtime_wheel = orig
 
 
 @pytest.fixture(scope="session")
@@ -606,7 +606,7 @@ def board(sshd):
 def installed_board(board, deploy_bundles):
     """``board`` with the runtime and the fp32 bundle deployed: the "previous install"
     every fault test checks is still working afterwards."""
-    from edgecompress.deploy.board import SSHBoard
+    from edgecompress.deploy.ssh_board import SSHBoard
     with SSHBoard(board.device(), board.settings(), sign=False) as sb:
         rep = sb.deploy(deploy_bundles["fp32"])
     return {"board": board, "deploy": rep, "bundle": deploy_bundles["fp32"]}

@@ -13,7 +13,8 @@ from test_calibration import synthetic_table
 import edgecompress_runtime as ecr
 from edgecompress.plan.latency_table import LatencyTable
 from edgecompress_runtime import backends as rb
-from edgecompress_runtime.bundle import read_bundle, write_bundle
+from edgecompress_runtime.bundle import read_bundle
+from edgecompress_runtime.bundle_writer import write_bundle
 
 APP = [b for b in ("litert", "executorch") if b in rb.available()]
 

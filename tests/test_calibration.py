@@ -174,7 +174,6 @@ def test_estimate_changes_with_the_plan_under_a_table():
     model, tr, te = _small_model()
     ex = {k: np.asarray(te.inputs[k][:8]) for k in forward_input_names(model)}
     prog = lower(model, ex)
-    prog.context.update(teacher=model, train_data=tr, calibration_data=te)
     lm = LatencyModel(load_target("local"), shape_profile(prog), table=LatencyTable(synthetic_table()))
     fp32 = lm.estimate(prog, 64)
     assert fp32["source"].startswith("measured table") and "input checks" in fp32["by_op"]
@@ -216,7 +215,7 @@ def test_calibrate_and_validate_on_the_local_board(tmp_path, monkeypatch, capsys
     assert all(r["measured_p50_s"] > 0 and r["after_s"] > 0 and r["before_s"] > 0 for r in v["rows"])
     assert set(v["by_backend"]) == {"numpy"} and v["by_backend"]["numpy"]["after"]["n"] == 6
     assert "median APE" in capsys.readouterr().out
-    from edgecompress.calibration_report import render_html
+    from edgecompress.report.calibration_page import render_html
     page = render_html(out)
     assert page.count("<circle") == 2 * len(v["rows"]) and "Graph fit" in page and "EMULATED" not in page
     assert all(f"<td>{r['plan']}</td>" in page for r in v["rows"])

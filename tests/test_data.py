@@ -18,7 +18,7 @@ from edgecompress.data import (
     save_npz,
     synthetic_ctr,
 )
-from edgecompress.data import movielens as ml
+from edgecompress.data import movielens_files as ml
 from edgecompress.errors import DataError
 
 

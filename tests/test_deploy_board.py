@@ -9,8 +9,8 @@ import pytest
 from boards import assert_previous_install_works, board_state, make_wheel, unique_bundle
 
 from edgecompress.cli import main
-from edgecompress.deploy.board import SSHBoard
-from edgecompress.deploy.install import sha256_file
+from edgecompress.deploy.ssh_board import SSHBoard
+from edgecompress.deploy.wheels import sha256_file
 from edgecompress.errors import SignatureError
 
 

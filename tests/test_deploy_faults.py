@@ -18,8 +18,8 @@ from boards import (SilentListener, assert_previous_install_works, board_state, 
                     make_wheel, unique_bundle)
 
 from edgecompress.cli import main
-from edgecompress.deploy.board import SSHBoard
-from edgecompress.deploy.install import sha256_file
+from edgecompress.deploy.ssh_board import SSHBoard
+from edgecompress.deploy.wheels import sha256_file
 from edgecompress.errors import (AuthError, ConnectionLostError, DiskFullError, HostKeyError, NoBannerError,
                                  RemoteCommandError, RemoteTimeoutError, UnknownHostError, UnreachableError)
 

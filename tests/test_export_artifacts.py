@@ -255,7 +255,7 @@ def test_app_package(compiled, tmp_path):
         assert len(ref["outputs"]) == len(ref["inputs"]["user_id"])
     plain = compiled("dlrm", "ctr", "fp32").path     # has artifacts; a numpy-only bundle is refused:
     bundle_np = tmp_path / "np.ecb"
-    from edgecompress_runtime.bundle import write_bundle
+    from edgecompress_runtime.bundle_writer import write_bundle
     b = ecr.read_bundle(plain)
     man = {k: v for k, v in b.manifest.items() if k not in ("artifacts", "members", "format", "format_version")}
     write_bundle(bundle_np, man, {k: v for k, v in b.members.items() if not k.startswith("artifacts/")})
@@ -316,12 +316,11 @@ def test_static_int8_linear_in_executorch(models, target):
     plan = [P.EmbeddingRowwiseQuant(bits=8), P.LinearInt8Static()]
     from edgecompress.graph import lower
     from edgecompress.graph.torch_exec import ProgramModule
-    from edgecompress.passes import apply_plan
+    from edgecompress.passes import PassContext, apply_plan
     ds = eval_data
     inputs = {k: np.asarray(v[:64]) for k, v in ds.inputs.items()}
     program = lower(model, {k: v[:8] for k, v in inputs.items()})
-    program.context.update(calibration_data=ds, train_data=ds)
-    program = apply_plan(program, plan)
+    program = apply_plan(program, plan, PassContext(calibration_data=ds, train_data=ds))
     with torch.no_grad():
         out = ProgramModule(program)(*[torch.as_tensor(inputs[k]) for k in program.graph["inputs"]]).numpy()
     arts, warnings = build_artifacts(program, plan, target=target, reference_inputs=inputs, reference_outputs=out,

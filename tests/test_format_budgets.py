@@ -12,7 +12,7 @@ import pytest
 import edgecompress as ec
 from edgecompress.export.artifacts import available_formats
 from edgecompress.passes import DEFAULT_PLAN
-from edgecompress.plan.search import BudgetError
+from edgecompress.errors import BudgetError
 from edgecompress.targets import load_target
 
 needs_export = pytest.mark.skipif(any(available_formats()[f] for f in ("executorch", "litert")),

@@ -18,9 +18,9 @@ import edgecompress_runtime as ecr
 from edgecompress.graph import lower
 from edgecompress.passes import (Distill, EmbeddingDimReduce, EmbeddingRowPrune, EmbeddingRowwiseQuant,
                                  LinearInt8Dynamic, LinearInt8Static, LinearInt8Weights, LinearSparsePrune,
-                                 MLPNeuronPrune, apply_plan, find_groups, plan_from_json)
-from edgecompress.plan.search import BudgetError
-from edgecompress.plan.size import bundle_size
+                                 MLPNeuronPrune, PassContext, apply_plan, find_groups, plan_from_json)
+from edgecompress.errors import BudgetError
+from edgecompress_runtime.bundle_writer import bundle_size
 from edgecompress_runtime.backends.numpy_graph import GraphExecutor
 
 BIN = Path(sys.executable).parent
@@ -29,9 +29,13 @@ BIN = Path(sys.executable).parent
 @pytest.fixture(scope="module")
 def program(trained_dlrm, ctr_data):
     train_ds, test_ds = ctr_data
-    prog = lower(trained_dlrm, {k: v[:8] for k, v in test_ds.inputs.items()})
-    prog.context.update(teacher=trained_dlrm, train_data=train_ds, calibration_data=test_ds)
-    return prog
+    return lower(trained_dlrm, {k: v[:8] for k, v in test_ds.inputs.items()})
+
+
+@pytest.fixture(scope="module")
+def ctx(trained_dlrm, ctr_data):
+    train_ds, test_ds = ctr_data
+    return PassContext(teacher=trained_dlrm, train_data=train_ds, calibration_data=test_ds)
 
 
 def _run(prog, inputs):
@@ -44,15 +48,15 @@ def batch(ctr_data):
     return {k: v[:2000] for k, v in ctr_data[1].inputs.items()}
 
 
-def test_row_prune_keeps_frequent_rows_exactly(program, ctr_data):
+def test_row_prune_keeps_frequent_rows_exactly(program, ctx, ctr_data):
     table = program.tables()[0]
-    p = apply_plan(program.copy(), [EmbeddingRowPrune(keep_ratio=0.25, tables=(table,))])
+    p = apply_plan(program.copy(), [EmbeddingRowPrune(keep_ratio=0.25, tables=(table,))], ctx)
     sp = p.params[table]
     rows = program.params[table].shape[0]
     keep = round(rows * 0.25)
     assert sp.arrays["data"].shape == (keep + 1, 32) and sp.arrays["remap"].shape == (rows,)
     assert sp.arrays["remap"].dtype == np.int16
-    counts = program.id_counts(table)
+    counts = ctx.id_counts(program, table)
     rt, orig = sp.to_runtime(table), program.params[table].arrays["data"]
     top = np.argsort(-counts, kind="stable")[:10]
     np.testing.assert_array_equal(rt.gather(top), orig[top])            # frequent rows untouched
@@ -102,16 +106,16 @@ def test_mlp_prune_of_dead_neurons_changes_nothing(program, batch):
     np.testing.assert_allclose(_run(pruned, batch), want, atol=1e-5)
 
 
-def test_taylor_importance_prunes(program, batch):
-    p = apply_plan(program.copy(), [MLPNeuronPrune(keep_ratio=0.5, importance="taylor")])
+def test_taylor_importance_prunes(program, ctx, batch):
+    p = apply_plan(program.copy(), [MLPNeuronPrune(keep_ratio=0.5, importance="taylor")], ctx)
     assert np.isfinite(_run(p, batch)).all()
 
 
 @pytest.mark.parametrize("config,tol", [(LinearInt8Weights(), 0.05), (LinearInt8Dynamic(), 0.1),
                                         (LinearInt8Static(), 0.15)])
-def test_linear_int8_modes_error_bounds(program, batch, config, tol):
+def test_linear_int8_modes_error_bounds(program, ctx, batch, config, tol):
     want = _run(program, batch)
-    p = apply_plan(program.copy(), [config])
+    p = apply_plan(program.copy(), [config], ctx)
     got = _run(p, batch)
     assert np.abs(got - want).max() < tol
     assert np.abs(got - want).mean() < tol / 5
@@ -144,11 +148,11 @@ def test_sparse_pays_or_stays_dense(program, batch):
     assert np.isfinite(_run(p, batch)).all()
 
 
-def test_distill_recovers_after_pruning(program, ctr_data):
+def test_distill_recovers_after_pruning(program, ctx, ctr_data):
     from edgecompress.metrics import evaluate_ctr
     _, test_ds = ctr_data
     pruned = apply_plan(program.copy(), [EmbeddingDimReduce(dim=4), MLPNeuronPrune(keep_ratio=0.25)])
-    distilled = apply_plan(pruned.copy(), [Distill(epochs=1, time_budget_s=20)])
+    distilled = apply_plan(pruned.copy(), [Distill(epochs=1, time_budget_s=20)], ctx)
     auc = lambda p: evaluate_ctr(lambda f: _run(p, f), test_ds)["auc"]
     assert auc(distilled) > auc(pruned)
     log = distilled.log[-1]

@@ -239,7 +239,7 @@ def test_python_example_trains_and_compiles(first_block, workdir):
 def two_tower(workdir):
     """SETUP for the on-device block's "two_tower.ecb": examples/movielens_two_tower.py, which the
     README names as its source, run with --out two_tower.ecb (and 1 epoch instead of 3, for time)."""
-    from edgecompress.data.movielens import recbole_wheel
+    from edgecompress.data.movielens_files import recbole_wheel
     try:
         recbole_wheel()
     except Exception as e:            # offline and not cached

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgecompress_runtime import ed25519, load, read_bundle, signing
-from edgecompress_runtime.bundle import bundle_bytes
+from edgecompress_runtime.bundle_writer import bundle_bytes
 from edgecompress_runtime.errors import BundleError
 
 L = 2**252 + 27742317777372353535851937790883648493
@@ -71,7 +71,7 @@ def test_verify_rejects_malformed_input():
 def tiny_bundle(tmp_path):
     """The smallest valid bundle (enough for read_bundle and the signing policy)."""
     import numpy as np
-    from edgecompress_runtime.bundle import npy_bytes
+    from edgecompress_runtime.bundle_writer import npy_bytes
     manifest = {"model": {"class": "Tiny", "task": "ctr"}, "inputs": [], "graph": [], "params": {},
                 "reference": {"inputs": {}, "outputs": "reference/out.npy"}}
     data = bundle_bytes(manifest, {"reference/out.npy": npy_bytes(np.zeros(2, np.float32))})

@@ -8,8 +8,8 @@ from edgecompress.data.movielens import (
     load_movielens,
     movielens_ctr,
     movielens_retrieval,
-    recbole_wheel,
 )
+from edgecompress.data.movielens_files import recbole_wheel
 from edgecompress.data.npz import load_npz, save_npz
 from edgecompress.data.synthetic import synthetic_ctr, synthetic_retrieval
 

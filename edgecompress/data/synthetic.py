@@ -57,6 +57,49 @@ def synthetic_ctr(
     sampled labels: the best AUC any model can reach on this data.
     """
     vocab_sizes = [int(v) for v in vocab_sizes]
+    _check_ctr_args(n, dense_dim, vocab_sizes, multi_hot, positive_rate)
+    rng = np.random.default_rng(seed)
+    n_fields = len(vocab_sizes)
+    dense = _dense_features(rng, n, dense_dim)
+    # Hidden model scales, as shares of the logit variance: pairwise interactions 1.5, ID
+    # biases 3.0, dense 0.5 (logit std ~2.2). Tuned so that on 100k rows the Bayes AUC is
+    # ~0.87, a small DLRM reaches ~0.76 and an embedding+linear model ~0.73 in 2-3 epochs.
+    n_pairs = max(n_fields * (n_fields - 1) // 2, 1)
+    v_scale = (1.5 / (n_pairs * latent_dim)) ** 0.25
+    b_scale = (3.0 / n_fields) ** 0.5
+    w = rng.standard_normal(dense_dim) * (0.5 / max(dense_dim, 1)) ** 0.5
+    L = int(multi_hot) if multi_hot else 0
+    offset = 1 if L else 0
+    sparse, interaction, bias = _sparse_fields(rng, n, vocab_sizes, zipf, latent_dim, L, v_scale, b_scale)
+    logit = interaction + bias + dense.astype(np.float64) @ w
+    noisy = logit + noise * rng.standard_normal(n)
+    c = _calibrate(noisy, positive_rate)
+    label = (rng.random(n) < _sigmoid(noisy + c)).astype(np.float32)
+    bayes_auc = _auc(logit, label)
+
+    return Dataset(
+        name=f"synthetic-ctr-{n}" + (f"-multihot{L}" if L else ""),
+        task="ctr",
+        inputs={"dense": dense, "sparse": sparse},
+        label=label,
+        vocab={"sparse": [V + offset for V in vocab_sizes]},
+        meta={
+            "source": "synthetic",
+            "seed": seed,
+            "zipf": zipf,
+            "latent_dim": latent_dim,
+            "noise": noise,
+            "multi_hot": L or None,
+            "padding_id": 0 if L else None,
+            "field_names": [f"C{i + 1}" for i in range(n_fields)],
+            "dense_names": [f"I{i + 1}" for i in range(dense_dim)],
+            "positive_rate": float(label.mean()),
+            "bayes_auc": bayes_auc,
+        },
+    )
+
+
+def _check_ctr_args(n, dense_dim, vocab_sizes, multi_hot, positive_rate) -> None:
     if n <= 0 or dense_dim < 0 or not vocab_sizes or min(vocab_sizes) < 1:
         raise DataError(
             f"synthetic_ctr needs n > 0, dense_dim >= 0 and vocab sizes >= 1; got n={n}, "
@@ -66,11 +109,11 @@ def synthetic_ctr(
         raise DataError(f"multi_hot must be a positive int (ids per field) or None, got {multi_hot}")
     if not 0.0 < positive_rate < 1.0:
         raise DataError(f"positive_rate must be in (0, 1), got {positive_rate}")
-    rng = np.random.default_rng(seed)
-    n_fields = len(vocab_sizes)
 
-    # Dense features: Criteo-like non-negative counts (log-normal, many zeros), then log1p
-    # and standardisation so the values sit roughly in [-2, 4].
+
+def _dense_features(rng, n: int, dense_dim: int) -> np.ndarray:
+    """Criteo-like non-negative counts (log-normal, many zeros), then log1p and
+    standardisation so the values sit roughly in [-2, 4]."""
     mu = rng.uniform(0.0, 4.0, dense_dim)
     sd = rng.uniform(0.5, 2.0, dense_dim)
     p_zero = rng.uniform(0.0, 0.5, dense_dim)
@@ -78,20 +121,15 @@ def synthetic_ctr(
     counts[rng.random((n, dense_dim)) < p_zero] = 0.0
     dense = np.log1p(counts)
     dense = (dense - dense.mean(0)) / (dense.std(0) + 1e-6)
-    dense = dense.astype(np.float32)
+    return dense.astype(np.float32)
 
-    # Hidden model scales, as shares of the logit variance: pairwise interactions 1.5, ID
-    # biases 3.0, dense 0.5 (logit std ~2.2). Tuned so that on 100k rows the Bayes AUC is
-    # ~0.87, a small DLRM reaches ~0.76 and an embedding+linear model ~0.73 in 2-3 epochs.
-    n_pairs = max(n_fields * (n_fields - 1) // 2, 1)
-    v_scale = (1.5 / (n_pairs * latent_dim)) ** 0.25
-    b_scale = (3.0 / n_fields) ** 0.5
-    w = rng.standard_normal(dense_dim) * (0.5 / max(dense_dim, 1)) ** 0.5
 
-    L = int(multi_hot) if multi_hot else 0
+def _sparse_fields(rng, n, vocab_sizes, zipf, latent_dim, L, v_scale, b_scale):
+    """(sparse ids, FM pairwise interaction, summed id biases) of the hidden model; ``L`` ids
+    per field (multi-hot, sum-pooled) or one (L = 0)."""
     bag_norm = 1.0 / np.sqrt((L + 1) / 2) if L else 1.0  # sum pooling, variance kept near one-hot's
     offset = 1 if L else 0
-    sparse = np.zeros((n, n_fields, L) if L else (n, n_fields), dtype=np.int64)
+    sparse = np.zeros((n, len(vocab_sizes), L) if L else (n, len(vocab_sizes)), dtype=np.int64)
     latent_sum = np.zeros((n, latent_dim))
     latent_sq = np.zeros(n)
     bias = np.zeros(n)
@@ -115,40 +153,17 @@ def synthetic_ctr(
             sparse[:, f] = ids
         latent_sum += vec
         latent_sq += (vec * vec).sum(1)
+    return sparse, 0.5 * ((latent_sum * latent_sum).sum(1) - latent_sq), bias
 
-    interaction = 0.5 * ((latent_sum * latent_sum).sum(1) - latent_sq)
-    logit = interaction + bias + dense.astype(np.float64) @ w
-    noisy = logit + noise * rng.standard_normal(n)
-    c = _calibrate(noisy, positive_rate)
-    label = (rng.random(n) < _sigmoid(noisy + c)).astype(np.float32)
 
-    bayes_auc = None
-    n_pos = int(label.sum())
-    if 0 < n_pos < n:  # Mann-Whitney AUC (continuous logits: no ties), no sklearn import needed
-        rank = np.empty(n)
-        rank[np.argsort(logit, kind="stable")] = np.arange(1, n + 1)
-        bayes_auc = float((rank[label == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (n - n_pos)))
-
-    return Dataset(
-        name=f"synthetic-ctr-{n}" + (f"-multihot{L}" if L else ""),
-        task="ctr",
-        inputs={"dense": dense, "sparse": sparse},
-        label=label,
-        vocab={"sparse": [V + offset for V in vocab_sizes]},
-        meta={
-            "source": "synthetic",
-            "seed": seed,
-            "zipf": zipf,
-            "latent_dim": latent_dim,
-            "noise": noise,
-            "multi_hot": L or None,
-            "padding_id": 0 if L else None,
-            "field_names": [f"C{i + 1}" for i in range(n_fields)],
-            "dense_names": [f"I{i + 1}" for i in range(dense_dim)],
-            "positive_rate": float(label.mean()),
-            "bayes_auc": bayes_auc,
-        },
-    )
+def _auc(logit, label):
+    """Mann-Whitney AUC (continuous logits: no ties), no sklearn import needed; None with one class."""
+    n, n_pos = len(label), int(label.sum())
+    if not 0 < n_pos < n:
+        return None
+    rank = np.empty(n)
+    rank[np.argsort(logit, kind="stable")] = np.arange(1, n + 1)
+    return float((rank[label == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (n - n_pos)))
 
 
 def synthetic_retrieval(num_users: int = 2000, num_items: int = 5000, per_user: int = 30, latent_dim: int = 8,

@@ -23,6 +23,13 @@ Every failure comes out as one of the ``edgecompress.errors`` deploy errors
 (UnreachableError, NoBannerError, UnknownHostError, HostKeyError, AuthError,
 ConnectionLostError, RemoteTimeoutError, RemoteCommandError) with a message
 that says what happened and what to do.
+
+Why this module is long: it is the one module that imports paramiko (so that no
+other module depends on the SSH library's API), and paramiko's pieces are
+intertwined: the ssh_config lookup, the host-key policies and the transfers all
+work on the same client and transport the ``Connection`` owns. Split by job,
+each part would import paramiko again; the sections below follow the path of a
+connection instead (settings and specs, host keys, connecting, commands, files).
 """
 from __future__ import annotations
 

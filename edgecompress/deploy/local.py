@@ -1,72 +1,41 @@
-"""The local machine as a board: a separate venv holding only numpy and
-edgecompress-runtime (no torch), and benchmarks run there in their own process.
-The SSH deployer follows the same steps on a remote board."""
+"""This machine as a board (the ``Board`` interface, see board.py): a separate venv
+holding only numpy and edgecompress-runtime (no torch), where benchmarks run in
+their own processes exactly as on a device; used by ``edgecompress demo`` and
+``edgecompress calibrate --device local``."""
 from __future__ import annotations
 
-import hashlib
-import json
 import os
+import secrets
 import subprocess
 import sys
-import tempfile
+import time
 import venv
 from pathlib import Path
 
-import edgecompress_runtime
+from edgecompress_runtime import read_bundle
 
-from ..errors import DeployError
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("EDGECOMPRESS_CACHE", Path.home() / ".cache" / "edgecompress"))
+from ..errors import DeployError, RemoteTimeoutError
+from .board import Board
+from .wheels import build_runtime_wheel, cache_dir, sha256_file
 
 
-def runtime_source() -> Path:
-    """The runtime package's source tree (holding its pyproject.toml)."""
-    src = Path(edgecompress_runtime.__file__).resolve().parent.parent
-    if not (src / "pyproject.toml").is_file():
-        raise DeployError(f"cannot find the edgecompress-runtime sources next to {src}; "
-                          "install edgecompress from a source checkout (pip install -e .)")
-    return src
-
-
-def _tree_hash(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted((root / "edgecompress_runtime").rglob("*.py")) + [root / "pyproject.toml"]:
-        h.update(str(p.relative_to(root)).encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def build_runtime_wheel(out_dir: Path | None = None) -> Path:
-    """Build the py3-none-any runtime wheel once per source version."""
-    src = runtime_source()
-    out = (out_dir or cache_dir() / "wheels") / f"runtime-{_tree_hash(src)}"
-    wheels = list(out.glob("edgecompress_runtime-*.whl")) if out.is_dir() else []
-    if wheels:
-        return wheels[0]
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as build:
-        # building in a copy keeps build/ and *.egg-info out of the source tree
-        import shutil
-        shutil.copytree(src, Path(build) / "src", ignore=shutil.ignore_patterns("build", "*.egg-info",
-                                                                                 "__pycache__"))
-        r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                            "-q", "-w", str(out), str(Path(build) / "src")], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise DeployError(f"building the runtime wheel failed: {r.stderr.strip()[-500:]}")
-    return next(out.glob("edgecompress_runtime-*.whl"))
-
-
-class LocalBoard:
+class LocalBoard(Board):
     """A venv on this machine standing in for a device."""
 
     name = "local"
+    target = "local"
 
-    def __init__(self, root: Path | None = None):
+    def __init__(self, root: Path | None = None, progress=None):
         self.root = Path(root or cache_dir() / "local-board")
         self.venv = self.root / "venv"
         self.python = self.venv / "bin" / "python"
+        if progress is not None:
+            self.progress = progress
+        self._runtime: dict | None = None
+        self._token = secrets.token_hex(4)
+
+    def __repr__(self) -> str:
+        return f"<LocalBoard {self.root}>"
 
     def install_runtime(self, progress=print) -> dict:
         """Create the venv if missing and install the current runtime wheel;
@@ -76,37 +45,68 @@ class LocalBoard:
         # the wheel's directory is named after the source tree's hash: a one-character change
         # to the runtime can keep the wheel's name and size
         ident = f"{wheel.parent.name}/{wheel.name}"
-        if self.python.exists() and stamp.exists() and stamp.read_text() == ident:
-            return {"wheel": wheel.name, "installed": False}
-        if not self.python.exists():
-            progress(f"creating the board venv at {self.venv}")
-            venv.EnvBuilder(with_pip=True, clear=True).create(self.venv)
-        progress("installing numpy + edgecompress-runtime into the board venv")
-        r = subprocess.run([str(self.python), "-m", "pip", "install", "-q", "--force-reinstall",
-                            str(wheel)], capture_output=True, text=True)
-        if r.returncode != 0:
-            raise DeployError(f"pip install on the board failed: {r.stderr.strip()[-800:]}")
-        stamp.write_text(ident)
-        return {"wheel": wheel.name, "installed": True}
+        out = {"wheel": wheel.name, "version": wheel.parent.name, "installed": False, "workdir": str(self.root)}
+        if not (self.python.exists() and stamp.exists() and stamp.read_text() == ident):
+            if not self.python.exists():
+                progress(f"creating the board venv at {self.venv}")
+                venv.EnvBuilder(with_pip=True, clear=True).create(self.venv)
+            progress("installing numpy + edgecompress-runtime into the board venv")
+            r = subprocess.run([str(self.python), "-m", "pip", "install", "-q", "--force-reinstall",
+                                str(wheel)], capture_output=True, text=True)
+            if r.returncode != 0:
+                raise DeployError(f"pip install on the board failed: {r.stderr.strip()[-800:]}")
+            stamp.write_text(ident)
+            out["installed"] = True
+        self._runtime = out
+        return out
 
     def packages(self) -> dict[str, str]:
+        import json
         r = subprocess.run([str(self.python), "-m", "pip", "list", "--format", "json"],
                            capture_output=True, text=True, check=True)
         return {p["name"].lower(): p["version"] for p in json.loads(r.stdout)}
 
-    def bench(self, bundle, batches=(1, 64, 256), warmup=20, iters=200, backend="auto",
-              timeout_s: float = 600, min_seconds: float = 0.0) -> dict:
-        """Run ``edgecompress-runtime bench`` in the board venv; return its JSON."""
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "bench.json"
-            cmd = [str(self.venv / "bin" / "edgecompress-runtime"), "bench", str(bundle),
-                   "--batch", ",".join(str(b) for b in batches), "--warmup", str(warmup),
-                   "--iters", str(iters), "--backend", backend, "--json", str(out)] + \
-                (["--min-seconds", str(min_seconds)] if min_seconds else [])
-            try:
-                r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                raise DeployError(f"bench on the local board did not finish within {timeout_s:.0f} s") from None
-            if not out.exists():
-                raise DeployError(f"bench on the local board failed: {(r.stderr or r.stdout).strip()[-800:]}")
-            return json.loads(out.read_text())
+    def _deploy(self, bundle, progress) -> dict:
+        """Nothing to upload: the board reads the bundle where it is."""
+        t0 = time.perf_counter()
+        path = Path(bundle).resolve()
+        signed = bool(read_bundle(path).signature)    # refuses a corrupt bundle before running anything
+        runtime = self._runtime or self.install_runtime(progress)
+        return {"device": self.name, "address": "local", "bundle": str(bundle), "uploaded_file": str(path),
+                "sha256": sha256_file(path), "size_bytes": path.stat().st_size, "remote_path": str(path),
+                "bundle_uploaded": False, "signed": signed, "runtime": runtime, "version": runtime["version"],
+                "venv_python": str(self.python), "seconds": time.perf_counter() - t0}
+
+    # ------------------------------------------------------------------ the transport
+
+    def _exec(self, argv, *, timeout, what):
+        try:
+            r = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise RemoteTimeoutError(f"{what} on the local board did not finish within {timeout:.0f} s") from None
+        return r.returncode, r.stdout, r.stderr
+
+    def _python(self) -> str:
+        if self._runtime is None:
+            self.install_runtime(self.progress)
+        return str(self.python)
+
+    def _installed_python(self) -> str | None:
+        return str(self.python) if self._runtime is not None else None
+
+    def _system_python(self) -> str:
+        return sys.executable
+
+    def _scratch(self, name: str) -> str:
+        d = self.root / "scratch"
+        d.mkdir(parents=True, exist_ok=True)
+        return str(d / f"{os.getpid()}.{self._token}.{name}")
+
+    def _read_bytes(self, path: str) -> bytes:
+        return Path(path).read_bytes()
+
+    def _remove(self, path: str) -> None:
+        Path(path).unlink(missing_ok=True)
+
+    def _describe(self) -> dict:
+        return {"name": self.name, "address": "local", "target": self.target, "tags": []}

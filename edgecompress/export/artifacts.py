@@ -41,7 +41,7 @@ from edgecompress_runtime.model import split_heads
 
 from ..graph.io import head_logits, output_diff
 
-from edgecompress_runtime.backends._common import installed
+from edgecompress_runtime.backends import installed
 
 from ..errors import CompileError
 

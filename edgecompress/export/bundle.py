@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 import edgecompress_runtime
-from edgecompress_runtime.bundle import Bundle, bundle_bytes, npy_bytes, write_bundle
+from edgecompress_runtime.bundle import Bundle
+from edgecompress_runtime.bundle_writer import bundle_bytes, npy_bytes, write_bundle
 
 from ..passes import plan_to_json
 

@@ -18,7 +18,7 @@ import re
 
 import torch
 
-from . import plan_map
+from .recipe import recipe
 from .torch_modules import ExecuTorchExportModule, example_args, fp32_tables_note
 
 
@@ -79,8 +79,8 @@ def export_executorch(program, plan, *, example: dict, max_batch: int = 1024) ->
     dynamic_shapes = tuple({0: batch} for _ in args)
     with torch.no_grad():
         ep = torch.export.export(module, args, dynamic_shapes={"args": dynamic_shapes})
-        qlin = plan_map.quantized_linears(program)
-        mode = plan_map.linear_activation_mode(plan, program)
+        qlin = program.quantized_linears()
+        mode = program.linear_activation_mode()
         if qlin:
             ep = _quantize_linears(ep, module, args, dynamic_shapes, qlin, mode)
         edge = to_edge_transform_and_lower(
@@ -90,7 +90,7 @@ def export_executorch(program, plan, *, example: dict, max_batch: int = 1024) ->
         ops = sorted({_op_name(n.target) for n in edge.exported_program().graph.nodes if n.op == "call_function"})
         et = edge.to_executorch()
     data = bytes(et.buffer)
-    steps, approx = plan_map.steps(program, plan, "executorch")
+    steps, approx = recipe(program, plan, "executorch")
     meta = {
         "size_bytes": len(data),
         "precision": _precision(program, qlin, mode),
@@ -116,7 +116,7 @@ def _op_name(target) -> str:
 
 
 def _precision(program, qlin, mode) -> str:
-    bits = plan_map.table_bits(program)
+    bits = program.table_bits()
     tables = f"tables int{'/int'.join(map(str, bits))} rows" if bits else "tables fp32"
     if not qlin:
         return f"{tables}, Linear fp32"

@@ -21,7 +21,7 @@ import os
 
 import torch
 
-from . import plan_map
+from .recipe import recipe
 from .torch_modules import LiteRTExportModule, example_args, fp32_tables_note
 
 
@@ -85,18 +85,15 @@ def export_litert(program, plan, *, example: dict, batch_sizes=(1, 64, 256)) -> 
     names = list(program.graph["inputs"])
     args = example_args(program, example)
     sizes = sorted({int(b) for b in batch_sizes})
-    qlin = plan_map.quantized_linears(program)
-    mode = plan_map.linear_activation_mode(plan, program)
-    steps, approx = plan_map.steps(program, plan, "litert")
-    if qlin and len(qlin) < len([n for n in program.params if program.roles.get(n) == "linear"]):
-        # ai-edge-quantizer selects ops by type here; quantizing all would touch layers the plan kept fp32
+    qlin = program.quantized_linears()
+    mode = program.linear_activation_mode()
+    partial = qlin and len(qlin) < len([n for n in program.params if program.roles.get(n) == "linear"])
+    if partial:     # ai-edge-quantizer selects ops by type here; quantizing all would touch layers the plan kept fp32
+        qlin = []
+    steps, approx = recipe(program, plan, "litert", quantized_linears=qlin)
+    if partial:
         approx.append("the plan quantizes only some Linear layers: LiteRT keeps every Linear weight fp32 "
                       "(values as the plan computes them, not its size)")
-        qlin = []
-        for step in steps:
-            if step["pass"].startswith("linear_int8"):
-                step["as"] = "Linear weights kept as their dequantized fp32 values, fp32 activations"
-                step["exact"] = mode == "weights"
     with _quiet(), torch.no_grad():
         conv = None
         for b in sizes:
@@ -129,7 +126,7 @@ def export_litert(program, plan, *, example: dict, batch_sizes=(1, 64, 256)) -> 
 
 
 def _precision(program, qlin, mode) -> str:
-    bits = plan_map.table_bits(program)
+    bits = program.table_bits()
     tables = f"tables int{'/int'.join(map(str, bits))} rows" if bits else "tables fp32"
     if not qlin:
         return f"{tables}, Linear fp32"

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..graph.program import refs
 from ..graph.torch_exec import ProgramModule, _key
 
 
@@ -38,17 +39,7 @@ _GATHER_OPS = ("embedding", "embedding_bag", "embedding_bag_offsets")
 
 def _used_as_tensor(program) -> set:
     """Params some node reads as a whole tensor (not through a row gather)."""
-    out = set()
-
-    def walk(a):
-        if isinstance(a, dict) and "p" in a:
-            out.add(a["p"])
-        elif isinstance(a, list):
-            for x in a:
-                walk(x)
-    for n in program.graph["nodes"]:
-        walk(n["args"][1:] if n["op"] in _GATHER_OPS else n["args"])
-    return out
+    return {p for n in program.nodes() for p in refs(n.args[1:] if n.op in _GATHER_OPS else n.args, "p")}
 
 
 def rowwise_tables(program) -> dict:
@@ -232,9 +223,8 @@ def stored_tensor_bytes(program, fmt: str) -> int:
     export module above holds them, Linear weights the plan quantized as int8 per
     channel (the converters quantize them), every other parameter, remap, projection
     and constant as its torch tensor. The size model adds the format's graph overhead."""
-    from .plan_map import quantized_linears
     table = _TABLE_CLASS[fmt]
-    quant_tables, qlin = rowwise_tables(program), set(quantized_linears(program))
+    quant_tables, qlin = rowwise_tables(program), set(program.quantized_linears())
     total = 0
     for name, p in program.params.items():
         a = p.arrays

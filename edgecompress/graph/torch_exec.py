@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .program import IDS_ARG, TABLE_ARG, WEIGHT_ARG, StoredParam, ref_name
+
 
 def _key(name: str) -> str:
     return name.replace(".", "__")
@@ -28,6 +30,7 @@ class ProgramModule(nn.Module):
     def __init__(self, program, trainable: bool = False):
         super().__init__()
         self.graph = program.graph
+        self.nodes = program.nodes()          # typed views, built once: forward() walks them every call
         self.input_names = list(program.graph["inputs"])
         self.tables = nn.ModuleDict()
         self.linears = nn.ModuleDict()
@@ -35,12 +38,7 @@ class ProgramModule(nn.Module):
         self.remaps = {}
         self.act_quant = {}
         self.projections = nn.ParameterDict()
-        linear_bias = {}
-        for n in self.graph["nodes"]:
-            if n["op"] == "linear":
-                w = n["args"][1]["p"]
-                b = n["args"][2]["p"] if isinstance(n["args"][2], dict) and "p" in n["args"][2] else None
-                linear_bias[w] = b
+        linear_bias = self.linear_bias = program.linear_bias()
         for name, p in program.params.items():
             rt = p.to_runtime(name)
             dense = torch.from_numpy(np.ascontiguousarray(rt.storage_dense())).float()
@@ -77,7 +75,6 @@ class ProgramModule(nn.Module):
     # --- weights back to the program (after distillation) ------------------
     def state_to_program(self, program) -> None:
         """Write trained float weights back into an fp32 program."""
-        from .lower import StoredParam
         for name, p in program.params.items():
             key = _key(name)
             arrays = dict(p.arrays)
@@ -92,14 +89,12 @@ class ProgramModule(nn.Module):
             else:
                 continue
             program.params[name] = StoredParam(p.kind, arrays, p.shape, p.bits, p.info)
-        for w, lin in self.linears.items():
-            if lin.bias is not None:
-                for n in self.graph["nodes"]:
-                    if n["op"] == "linear" and _key(n["args"][1]["p"]) == w:
-                        bname = n["args"][2]["p"]
-                        b = program.params[bname]
-                        program.params[bname] = StoredParam(b.kind, {**b.arrays, "data": lin.bias.detach().numpy().copy()},
-                                                            b.shape, b.bits, b.info)
+        for w, bname in self.linear_bias.items():
+            lin = self.linears[_key(w)] if _key(w) in self.linears else None
+            if lin is not None and lin.bias is not None and bname is not None:
+                b = program.params[bname]
+                program.params[bname] = StoredParam(b.kind, {**b.arrays, "data": lin.bias.detach().numpy().copy()},
+                                                    b.shape, b.bits, b.info)
 
     # --- execution -----------------------------------------------------------
     def _gather(self, pname: str, idx):
@@ -136,27 +131,27 @@ class ProgramModule(nn.Module):
     def forward(self, *args, **kwargs):
         env = dict(zip(self.input_names, args))
         env.update(kwargs)
-        for n in self.graph["nodes"]:
-            op, raw = n["op"], n["args"]
-            if op == "linear":
-                x = env[raw[0]["v"]]
-                key = _key(raw[1]["p"])
+        for n in self.nodes:
+            op = n.op
+            if op == "linear" and n.param(WEIGHT_ARG) is not None:
+                x = env[n.value(0)]
+                key = _key(n.param(WEIGHT_ARG))
                 if key in self.act_quant:
                     x = _fake_quant_activations(x, *self.act_quant[key])
-                env[n["out"]] = self.linears[key](x)
+                env[n.out] = self.linears[key](x)
                 continue
             if op in ("embedding", "embedding_bag", "embedding_bag_offsets"):
-                env[n["out"]] = self._embedding(op, raw, env)
+                env[n.out] = self._embedding(op, n.args, env)
                 continue
-            vals = [self._value(a, env) for a in raw]
+            vals = [self._value(a, env) for a in n.args]
             vals = [self._param_tensor(v) if isinstance(v, tuple) and v and v[0] == "param" else v for v in vals]
-            env[n["out"]] = _TORCH_OPS[op](*vals) if op in _TORCH_OPS else _aten_call(op, vals)
+            env[n.out] = _TORCH_OPS[op](*vals) if op in _TORCH_OPS else _aten_call(op, vals)
         outs = [env[o] for o in self.graph["outputs"]]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     def _embedding(self, op, raw, env):
-        pname = raw[0]["p"]
-        idx = self._value(raw[1], env)
+        pname = ref_name(raw[TABLE_ARG], "p")
+        idx = self._value(raw[IDS_ARG], env)
         if op == "embedding":
             return self._gather(pname, idx)
         if op == "embedding_bag":

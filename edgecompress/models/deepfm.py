@@ -8,25 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-
-def _mlp(in_dim: int, sizes: Sequence[int], *, final_relu: bool) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for k, size in enumerate(sizes):
-        layers.append(nn.Linear(in_dim, size))
-        if final_relu or k < len(sizes) - 1:
-            layers.append(nn.ReLU())
-        in_dim = size
-    return nn.Sequential(*layers)
-
-
-def _positive_ints(name: str, values, *, allow_empty: bool = True) -> tuple[int, ...]:
-    values = tuple(values)
-    if not values and not allow_empty:
-        raise ValueError(f"{name} must not be empty")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{name} must contain positive ints, got {v!r}")
-    return values
+from .layers import ctr_sizes, mlp
 
 
 class DeepFM(nn.Module):
@@ -50,20 +32,13 @@ class DeepFM(nn.Module):
         hidden: Sequence[int] = (64, 32),
     ):
         super().__init__()
-        vocab_sizes = _positive_ints("vocab_sizes", vocab_sizes, allow_empty=False)
-        (dense_dim, embedding_dim) = _positive_ints("dense_dim/embedding_dim", (dense_dim, embedding_dim))
-        hidden = _positive_ints("hidden", hidden)
-        self.config = dict(vocab_sizes=list(vocab_sizes), dense_dim=dense_dim,
-                           embedding_dim=embedding_dim, hidden=list(hidden))
-        self.vocab_sizes = vocab_sizes
-        self.dense_dim = dense_dim
-        self.embedding_dim = embedding_dim
-        self.num_fields = len(vocab_sizes)
+        hidden = ctr_sizes(self, vocab_sizes, dense_dim, embedding_dim, hidden=hidden)["hidden"]
+        vocab_sizes, dense_dim, embedding_dim = self.vocab_sizes, self.dense_dim, self.embedding_dim
 
         self.embeddings = nn.ModuleList(nn.Embedding(n, embedding_dim) for n in vocab_sizes)
         self.first_order = nn.ModuleList(nn.Embedding(n, 1) for n in vocab_sizes)
         self.dense_linear = nn.Linear(dense_dim, 1)  # its bias is the global bias
-        self.deep = _mlp(self.num_fields * embedding_dim + dense_dim, (*hidden, 1), final_relu=False)
+        self.deep = mlp(self.num_fields * embedding_dim + dense_dim, (*hidden, 1), final_relu=False)
         for table in self.first_order:
             nn.init.normal_(table.weight, std=0.01)
         for table in self.embeddings:

@@ -8,27 +8,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .layers import mlp, positive_ints
+
 PADDING_ID = 0
-
-
-def _mlp(in_dim: int, sizes: Sequence[int], *, final_relu: bool) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for k, size in enumerate(sizes):
-        layers.append(nn.Linear(in_dim, size))
-        if final_relu or k < len(sizes) - 1:
-            layers.append(nn.ReLU())
-        in_dim = size
-    return nn.Sequential(*layers)
-
-
-def _positive_ints(name: str, values, *, allow_empty: bool = True) -> tuple[int, ...]:
-    values = tuple(values)
-    if not values and not allow_empty:
-        raise ValueError(f"{name} must not be empty")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{name} must contain positive ints, got {v!r}")
-    return values
 
 
 class DLRM(nn.Module):
@@ -54,10 +36,10 @@ class DLRM(nn.Module):
         multi_hot: bool = False,
     ):
         super().__init__()
-        vocab_sizes = _positive_ints("vocab_sizes", vocab_sizes, allow_empty=False)
-        (dense_dim, embedding_dim) = _positive_ints("dense_dim/embedding_dim", (dense_dim, embedding_dim))
-        bottom_mlp = _positive_ints("bottom_mlp", bottom_mlp)
-        top_mlp = _positive_ints("top_mlp", top_mlp)
+        vocab_sizes = positive_ints("vocab_sizes", vocab_sizes, allow_empty=False)
+        (dense_dim, embedding_dim) = positive_ints("dense_dim/embedding_dim", (dense_dim, embedding_dim))
+        bottom_mlp = positive_ints("bottom_mlp", bottom_mlp)
+        top_mlp = positive_ints("top_mlp", top_mlp)
         multi_hot = bool(multi_hot)
         if multi_hot and min(vocab_sizes) < 2:
             raise ValueError("multi_hot=True reserves ID 0 for padding: every vocab size must be >= 2")
@@ -69,7 +51,7 @@ class DLRM(nn.Module):
         self.multi_hot = multi_hot
         self.num_fields = len(vocab_sizes)
 
-        self.bottom = _mlp(dense_dim, (*bottom_mlp, embedding_dim), final_relu=True)
+        self.bottom = mlp(dense_dim, (*bottom_mlp, embedding_dim), final_relu=True)
         self.embeddings = nn.ModuleList(
             nn.EmbeddingBag(n, embedding_dim, mode="sum", padding_idx=PADDING_ID if multi_hot else None)
             for n in vocab_sizes
@@ -86,7 +68,7 @@ class DLRM(nn.Module):
         # Derived constant, so not saved in state_dict (in an ExportedProgram it is in ep.constants).
         self.register_buffer("triu_idx", torch.triu_indices(n_vec, n_vec, offset=1), persistent=False)
         n_pairs = n_vec * (n_vec - 1) // 2
-        self.top = _mlp(embedding_dim + n_pairs, (*top_mlp, 1), final_relu=False)
+        self.top = mlp(embedding_dim + n_pairs, (*top_mlp, 1), final_relu=False)
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
         x = self.bottom(dense)  # [B, d]

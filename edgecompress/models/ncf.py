@@ -9,25 +9,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-
-def _mlp(in_dim: int, sizes: Sequence[int], *, final_relu: bool) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for k, size in enumerate(sizes):
-        layers.append(nn.Linear(in_dim, size))
-        if final_relu or k < len(sizes) - 1:
-            layers.append(nn.ReLU())
-        in_dim = size
-    return nn.Sequential(*layers)
-
-
-def _positive_ints(name: str, values, *, allow_empty: bool = True) -> tuple[int, ...]:
-    values = tuple(values)
-    if not values and not allow_empty:
-        raise ValueError(f"{name} must not be empty")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{name} must contain positive ints, got {v!r}")
-    return values
+from . import layers
+from .layers import positive_ints
 
 
 class NeuMF(nn.Module):
@@ -51,8 +34,8 @@ class NeuMF(nn.Module):
         mlp: Sequence[int] = (64, 32, 16),
     ):
         super().__init__()
-        (num_users, num_items, mf_dim) = _positive_ints("num_users/num_items/mf_dim", (num_users, num_items, mf_dim))
-        mlp = _positive_ints("mlp", mlp, allow_empty=False)
+        (num_users, num_items, mf_dim) = positive_ints("num_users/num_items/mf_dim", (num_users, num_items, mf_dim))
+        mlp = positive_ints("mlp", mlp, allow_empty=False)
         if mlp[0] % 2:
             raise ValueError(f"mlp[0] is the concatenated user+item embedding size and must be even, got {mlp[0]}")
         self.config = dict(num_users=num_users, num_items=num_items, mf_dim=mf_dim, mlp=list(mlp))
@@ -63,7 +46,7 @@ class NeuMF(nn.Module):
         self.gmf_item = nn.Embedding(num_items, mf_dim)
         self.mlp_user = nn.Embedding(num_users, mlp[0] // 2)
         self.mlp_item = nn.Embedding(num_items, mlp[0] // 2)
-        self.mlp = _mlp(mlp[0], mlp[1:], final_relu=True)
+        self.mlp = layers.mlp(mlp[0], mlp[1:], final_relu=True)
         self.predict = nn.Linear(mf_dim + mlp[-1], 1)
         for table in (self.gmf_user, self.gmf_item, self.mlp_user, self.mlp_item):
             nn.init.normal_(table.weight, std=0.01)

@@ -8,25 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-
-def _mlp(in_dim: int, sizes: Sequence[int], *, final_relu: bool) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for k, size in enumerate(sizes):
-        layers.append(nn.Linear(in_dim, size))
-        if final_relu or k < len(sizes) - 1:
-            layers.append(nn.ReLU())
-        in_dim = size
-    return nn.Sequential(*layers)
-
-
-def _positive_ints(name: str, values, *, allow_empty: bool = True) -> tuple[int, ...]:
-    values = tuple(values)
-    if not values and not allow_empty:
-        raise ValueError(f"{name} must not be empty")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{name} must contain positive ints, got {v!r}")
-    return values
+from .layers import mlp, positive_ints
 
 
 class TwoTower(nn.Module):
@@ -49,9 +31,9 @@ class TwoTower(nn.Module):
         tower: Sequence[int] = (64, 32),
     ):
         super().__init__()
-        (num_users, num_items, embedding_dim) = _positive_ints(
+        (num_users, num_items, embedding_dim) = positive_ints(
             "num_users/num_items/embedding_dim", (num_users, num_items, embedding_dim))
-        tower = _positive_ints("tower", tower)
+        tower = positive_ints("tower", tower)
         self.config = dict(num_users=num_users, num_items=num_items,
                            embedding_dim=embedding_dim, tower=list(tower))
         self.num_users = num_users
@@ -61,8 +43,8 @@ class TwoTower(nn.Module):
 
         self.user_table = nn.Embedding(num_users, embedding_dim)
         self.item_table = nn.EmbeddingBag(num_items, embedding_dim, mode="sum")
-        self.user_tower = _mlp(embedding_dim, tower, final_relu=False)
-        self.item_tower = _mlp(embedding_dim, tower, final_relu=False)
+        self.user_tower = mlp(embedding_dim, tower, final_relu=False)
+        self.item_tower = mlp(embedding_dim, tower, final_relu=False)
         nn.init.normal_(self.user_table.weight, std=0.1)
         nn.init.normal_(self.item_table.weight, std=0.1)
 

@@ -9,17 +9,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgecompress.errors import DataError, EdgecompressError
+from edgecompress.errors import DataError, ModelError
 
 from .deepfm import DeepFM
 from .dlrm import DLRM
 from .ncf import NeuMF
 from .two_tower import TwoTower
 from .wide_deep import WideDeep
-
-
-class ModelError(EdgecompressError, ValueError):
-    """Unknown zoo model or bad model arguments."""
 
 
 ZOO: dict[str, type[nn.Module]] = {

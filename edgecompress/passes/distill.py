@@ -30,6 +30,14 @@ class Distill(PassConfig):
     batch_size: int = 1024
     negatives: int = 1       # retrieval data (positives only): random items per positive
     seed: int = 0
+    NEEDS_TRAIN_DATA = True
+
+    def __post_init__(self):
+        for setting in ("epochs", "time_budget_s", "temperature", "lr"):
+            self.check_range(setting, 0, float("inf"), lo_open=True)
+        self.check_range("alpha", 0, 1)
+        self.check_range("batch_size", 1, float("inf"))
+        self.check_range("negatives", 0, float("inf"))
 
 
 def _batches(data, config, rng):
@@ -54,14 +62,13 @@ def _batches(data, config, rng):
 
 
 @register(Distill)
-def distill_(program, config: Distill, filter_fn):
+def distill_(program, config: Distill, ctx, filter_fn):
     import torch
     import torch.nn.functional as F
 
     from ..graph.io import head_logits
     from ..graph.torch_exec import ProgramModule
-    teacher = program.context.get("teacher")
-    data = program.context.get("train_data")
+    teacher, data = ctx.teacher, ctx.train_data
     if teacher is None or data is None:
         raise CompileError("distill needs the source model and training data (compile(..., train_data=...))")
     bad = [n for n, p in program.params.items() if p.kind != "fp32"]

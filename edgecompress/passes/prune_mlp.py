@@ -15,6 +15,7 @@ import dataclasses
 import numpy as np
 
 from ..errors import CompileError
+from ..graph.program import BIAS_ARG, WEIGHT_ARG
 from .base import PassConfig, register
 
 ELEMENTWISE = {"relu", "sigmoid", "tanh", "identity"}
@@ -29,6 +30,12 @@ class MLPNeuronPrune(PassConfig):
     importance: str = "magnitude"          # "magnitude" | "taylor" (first order on calibration data)
     min_width: int = 4
 
+    def __post_init__(self):
+        self.check_range("keep_ratio", 0, 1, lo_open=True)
+        self.check_names("layers")
+        self.check_choice("importance", ("magnitude", "taylor"))
+        self.check_range("min_width", 1, float("inf"))
+
 
 @dataclasses.dataclass
 class Group:
@@ -38,44 +45,30 @@ class Group:
     out_value: str         # the producer node's output value (for taylor hooks)
 
 
-def _uses(graph):
-    uses = {}
-    for n in graph["nodes"]:
-        stack = list(n["args"])
-        while stack:
-            a = stack.pop()
-            if isinstance(a, list):
-                stack.extend(a)
-            elif isinstance(a, dict) and "v" in a:
-                uses.setdefault(a["v"], []).append(n)
-    return uses
-
-
 def find_groups(program) -> list[Group]:
-    uses, outputs, groups = _uses(program.graph), set(program.graph["outputs"]), []
-    for n in program.graph["nodes"]:
-        if n["op"] != "linear" or not isinstance(n["args"][1], dict) or "p" not in n["args"][1]:
+    users, outputs, groups = program.value_users(), set(program.graph["outputs"]), []
+    for n in program.nodes_of("linear"):
+        w = n.param(WEIGHT_ARG)
+        if w is None:
             continue
-        w = n["args"][1]["p"]
-        b = n["args"][2]["p"] if isinstance(n["args"][2], dict) and "p" in n["args"][2] else None
-        v = n["out"]
-        while v not in outputs and len(uses.get(v, [])) == 1:
-            user = uses[v][0]
-            if user["op"] in ELEMENTWISE and user["args"][0] == {"v": v}:
-                v = user["out"]
+        v = n.out
+        while v not in outputs and len(users.get(v, [])) == 1:
+            user = users[v][0]
+            if user.op in ELEMENTWISE and user.reads(v):
+                v = user.out
                 continue
-            if user["op"] == "linear" and user["args"][0] == {"v": v} and "p" in user["args"][1]:
-                groups.append(Group(w, b, user["args"][1]["p"], n["out"]))
+            if user.op == "linear" and user.reads(v) and user.param(WEIGHT_ARG):
+                groups.append(Group(w, n.param(BIAS_ARG), user.param(WEIGHT_ARG), n.out))
             break
     return groups
 
 
-def _taylor_importance(program, groups):
+def _taylor_importance(program, groups, ctx):
     """|activation x gradient| of the task loss, averaged over calibration rows."""
     import torch
 
     from ..graph.torch_exec import ProgramModule, _key
-    data = program.context.get("calibration_data") or program.context.get("train_data")
+    data = ctx.calibration_rows()
     if data is None:
         raise CompileError("mlp_neuron_prune(importance='taylor') needs calibration data")
     module = ProgramModule(program, trainable=True)
@@ -98,18 +91,14 @@ def _taylor_importance(program, groups):
 
 
 @register(MLPNeuronPrune)
-def prune_mlp_(program, config: MLPNeuronPrune, filter_fn):
-    if not 0 < config.keep_ratio <= 1:
-        raise CompileError(f"mlp_neuron_prune: keep_ratio must be in (0, 1], got {config.keep_ratio}")
-    if config.importance not in ("magnitude", "taylor"):
-        raise CompileError(f"mlp_neuron_prune: importance must be 'magnitude' or 'taylor', got {config.importance!r}")
+def prune_mlp_(program, config: MLPNeuronPrune, ctx, filter_fn):
     groups = [g for g in find_groups(program)
               if (config.layers is None or g.producer in config.layers) and filter_fn(g.producer, "linear")]
     for g in groups:
         for name in (g.producer, g.consumer) + ((g.bias,) if g.bias else ()):
             if program.params[name].kind != "fp32":
                 raise CompileError(f"mlp_neuron_prune: {name!r} is already quantized; prune before quantizing")
-    taylor = _taylor_importance(program, groups) if config.importance == "taylor" and groups else {}
+    taylor = _taylor_importance(program, groups, ctx) if config.importance == "taylor" and groups else {}
     for g in groups:
         w1, w2 = program.params[g.producer], program.params[g.consumer]
         width = w1.shape[0]

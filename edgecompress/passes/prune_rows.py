@@ -18,6 +18,11 @@ class EmbeddingRowPrune(PassConfig):
     VERSION = 1
     keep_ratio: float = 0.5
     tables: tuple | None = None
+    NEEDS_TRAIN_DATA = True        # row frequencies come from training rows
+
+    def __post_init__(self):
+        self.check_range("keep_ratio", 0, 1, lo_open=True)
+        self.check_names("tables")
 
 
 def remap_dtype(stored_rows: int):
@@ -25,16 +30,14 @@ def remap_dtype(stored_rows: int):
 
 
 @register(EmbeddingRowPrune)
-def prune_rows_(program, config: EmbeddingRowPrune, filter_fn):
-    if not 0 < config.keep_ratio <= 1:
-        raise CompileError(f"embedding_row_prune: keep_ratio must be in (0, 1], got {config.keep_ratio}")
+def prune_rows_(program, config: EmbeddingRowPrune, ctx, filter_fn):
     for name in program.tables():
         p = program.params[name]
         if config.tables is not None and name not in config.tables or not filter_fn(name, "embedding"):
             continue
         if p.kind != "fp32" or "remap" in p.arrays:
             raise CompileError(f"embedding_row_prune on {name!r}: prune rows before quantizing, and only once")
-        counts = program.id_counts(name)
+        counts = ctx.id_counts(program, name)
         if counts is None:
             program.log.append({"pass": config.NAME, "param": name, "skipped": "no training data traces to it"})
             continue

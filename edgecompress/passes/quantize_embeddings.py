@@ -14,8 +14,7 @@ import numpy as np
 
 from edgecompress_runtime.params import pack_bits
 
-from ..errors import CompileError
-from .base import PassConfig, register
+from .base import ExportStep, ExportView, PassConfig, export_hook, register
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +24,11 @@ class EmbeddingRowwiseQuant(PassConfig):
     bits: int = 8
     tables: tuple | None = None    # names; None = every embedding table
     clip_search: bool = False
+
+    def __post_init__(self):
+        self.check_choice("bits", (8, 4, 2))
+        self.check_names("tables")
+        self.check_choice("clip_search", (False, True))
 
 
 def _fake_quant(w, lo, hi, levels):
@@ -71,9 +75,7 @@ def quantize_rows(w: np.ndarray, bits: int, clip_search: bool = False):
 
 
 @register(EmbeddingRowwiseQuant)
-def quantize_embeddings_(program, config: EmbeddingRowwiseQuant, filter_fn):
-    if config.bits not in (8, 4, 2):
-        raise CompileError(f"embedding_rowwise_quant: bits must be 8, 4 or 2, got {config.bits}")
+def quantize_embeddings_(program, config: EmbeddingRowwiseQuant, ctx, filter_fn):
     for name in program.tables():
         p = program.params[name]
         if p.kind != "fp32" or not filter_fn(name, "embedding"):
@@ -91,3 +93,18 @@ def quantize_embeddings_(program, config: EmbeddingRowwiseQuant, filter_fn):
         program.log.append({"pass": config.NAME, "param": name, "bits": config.bits,
                             "bytes": [p.nbytes, program.params[name].nbytes]})
     return program
+
+
+_EXECUTORCH_KERNELS = {8: "embedding_byte", 4: "embedding_4bit", 2: "embedding_2bit"}
+
+
+@export_hook(EmbeddingRowwiseQuant)
+def export_rowwise(config: EmbeddingRowwiseQuant, view: ExportView) -> ExportStep:
+    """Both formats reproduce the plan's codes, scales and biases exactly."""
+    bits = config.bits
+    if view.fmt == "executorch":
+        return ExportStep(f"{bits}-bit rows with the plan's codes, per-row scale and float zero point "
+                          f"-> quantized_decomposed::{_EXECUTORCH_KERNELS[bits]} (exact)", True)
+    return ExportStep(f"{bits}-bit rows with the plan's codes stored as int8"
+                      + (" (packed, unpacked with FLOOR arithmetic)" if bits < 8 else "")
+                      + "; GATHER + CAST + MUL/ADD with per-row scale and bias (exact)", True)

@@ -9,7 +9,8 @@ import dataclasses
 import numpy as np
 
 from ..errors import CompileError
-from .base import PassConfig, register
+from ..graph.program import WEIGHT_ARG
+from .base import ExportStep, ExportView, PassConfig, export_hook, register
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,6 +18,9 @@ class LinearInt8Weights(PassConfig):
     NAME = "linear_int8_weights"
     VERSION = 1
     min_params: int = 0      # skip layers smaller than this (not worth the scales)
+
+    def __post_init__(self):
+        self.check_range("min_params", 0, float("inf"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,12 +31,18 @@ class ConvInt8Weights(PassConfig):
     VERSION = 1
     min_params: int = 0
 
+    def __post_init__(self):
+        self.check_range("min_params", 0, float("inf"))
+
 
 @dataclasses.dataclass(frozen=True)
 class LinearInt8Dynamic(PassConfig):
     NAME = "linear_int8_dynamic"
     VERSION = 1
     min_params: int = 0
+
+    def __post_init__(self):
+        self.check_range("min_params", 0, float("inf"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,41 +52,39 @@ class LinearInt8Static(PassConfig):
     min_params: int = 0
     percentile: float = 100.0    # of |activation| on calibration data (100 = max, as MinMax observers)
 
+    def __post_init__(self):
+        self.check_range("min_params", 0, float("inf"))
+        self.check_range("percentile", 0, 100, lo_open=True)
+
 
 def quantize_channels(w: np.ndarray):
-    amax = np.abs(w).max(axis=1)
-    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
-    codes = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
+    from edgecompress_runtime.params import quantize_channels as runtime_form   # the runtime owns the format
+    codes, scale = runtime_form(w)
     return codes, scale, codes.astype(np.float32) * scale[:, None]
 
 
-def _activation_scales(program, weights, percentile):
+def _activation_scales(program, weights, percentile, ctx):
     """Per Linear weight: the percentile of |input| over calibration rows,
     measured by running the fp32 program in numpy with input capture."""
-    from edgecompress_runtime.backends.numpy_graph import GraphExecutor
-    data = program.context.get("calibration_data") or program.context.get("train_data")
+    data = ctx.calibration_rows()
     if data is None:
         raise CompileError("linear_int8_static needs calibration data (compile(..., data=...))")
     n = min(len(data), 4096)
     feeds = {k: np.asarray(data.inputs[k][:n]) for k in program.input_names}
-    params = {k: v.to_runtime(k) for k, v in program.params.items()}
-    ex = GraphExecutor(program.graph, params, program.constants)
-    want = {}
-    for node in program.graph["nodes"]:
-        if node["op"] == "linear" and node["args"][1]["p"] in weights:
-            want[node["args"][0]["v"]] = node["args"][1]["p"]
-    env = ex.run(feeds, keep=set(want))
+    want = {node.value(0): node.param(WEIGHT_ARG) for node in program.nodes_of("linear")
+            if node.param(WEIGHT_ARG) in weights}
+    env = program.executor().run(feeds, keep=set(want))
     return {want[v]: float(np.percentile(np.abs(env[v]), percentile)) / 127.0 or 1.0 for v in want}
 
 
-def _apply(program, config, filter_fn, act):
+def _apply(program, config, ctx, filter_fn, act):
     chosen = []
     for name, p in program.params.items():
         if program.roles.get(name) != "linear" or p.kind != "fp32" or not filter_fn(name, "linear"):
             continue
         if p.arrays["data"].ndim == 2 and p.arrays["data"].size >= config.min_params:
             chosen.append(name)
-    scales = _activation_scales(program, set(chosen), config.percentile) if act == "static" else {}
+    scales = _activation_scales(program, set(chosen), config.percentile, ctx) if act == "static" else {}
     for name in chosen:
         p = program.params[name]
         w = p.arrays["data"]
@@ -93,12 +101,12 @@ def _apply(program, config, filter_fn, act):
 
 
 @register(LinearInt8Weights)
-def quantize_linear_(program, config: LinearInt8Weights, filter_fn):
-    return _apply(program, config, filter_fn, None)
+def quantize_linear_(program, config: LinearInt8Weights, ctx, filter_fn):
+    return _apply(program, config, ctx, filter_fn, None)
 
 
 @register(ConvInt8Weights)
-def quantize_conv_(program, config: ConvInt8Weights, filter_fn):
+def quantize_conv_(program, config: ConvInt8Weights, ctx, filter_fn):
     for name, p in list(program.params.items()):
         if program.roles.get(name) != "conv" or p.kind != "fp32" or not filter_fn(name, "conv"):
             continue
@@ -114,10 +122,53 @@ def quantize_conv_(program, config: ConvInt8Weights, filter_fn):
 
 
 @register(LinearInt8Dynamic)
-def quantize_linear_dynamic_(program, config: LinearInt8Dynamic, filter_fn):
-    return _apply(program, config, filter_fn, "dynamic")
+def quantize_linear_dynamic_(program, config: LinearInt8Dynamic, ctx, filter_fn):
+    return _apply(program, config, ctx, filter_fn, "dynamic")
 
 
 @register(LinearInt8Static)
-def quantize_linear_static_(program, config: LinearInt8Static, filter_fn):
-    return _apply(program, config, filter_fn, "static")
+def quantize_linear_static_(program, config: LinearInt8Static, ctx, filter_fn):
+    return _apply(program, config, ctx, filter_fn, "static")
+
+
+# --- how app artifacts express these passes ----------------------------------------
+
+@export_hook(LinearInt8Weights, LinearInt8Dynamic, LinearInt8Static)
+def export_linear_int8(config, view: ExportView) -> ExportStep:
+    """XNNPACK (ExecuTorch) and ai-edge-quantizer (LiteRT) each quantize Linear layers their own
+    way from the program's per-channel weights; where that differs from the plan, say how."""
+    if not view.program.quantized_linears():
+        return ExportStep("no Linear layer was quantized by this pass: nothing to express", True)
+    if not view.quantized_linears:
+        return ExportStep("Linear weights kept as their dequantized fp32 values, fp32 activations",
+                          view.mode == "weights")
+    return (_executorch_linear if view.fmt == "executorch" else _litert_linear)(config.NAME, view.mode)
+
+
+def _executorch_linear(name: str, mode: str) -> ExportStep:
+    if mode == "static":
+        return ExportStep("int8 per-channel weights, static int8 activations (XNNPACK quantizer, pt2e)", False,
+                          (f"{name}: XNNPACK recalibrates the static activation scales on the bundle's "
+                           "reference rows (and quantizes the outputs of quantized layers too); the "
+                           "plan's calibrated scales are not imposed",))
+    approx = () if mode == "dynamic" else (
+        f"{name}: the plan keeps Linear activations fp32; XNNPACK has no fast "
+        "weight-only int8 Linear, so activations are quantized dynamically per row",)
+    return ExportStep("int8 per-channel weights, dynamic int8 activations (XNNPACK quantizer, pt2e)",
+                      mode == "dynamic", approx)
+
+
+def _litert_linear(name: str, mode: str) -> ExportStep:
+    if mode == "weights":
+        return ExportStep("int8 per-channel weights, fp32 activations (ai-edge-quantizer weight_only wi8)", True)
+    approx = () if mode == "dynamic" else (
+        f"{name}: static int8 activations are approximated by dynamic int8 "
+        "(LiteRT static quantization makes the model's inputs/outputs int8)",)
+    return ExportStep("int8 per-channel weights, dynamic int8 activations (ai-edge-quantizer dynamic wi8)",
+                      mode == "dynamic", approx)
+
+
+@export_hook(ConvInt8Weights)
+def export_conv_int8(config, view: ExportView) -> ExportStep:
+    return ExportStep("the plan's int8 kernel values stored dequantized as fp32 (exact values; the kernels "
+                      "are not smaller in this format)", True)

@@ -20,6 +20,11 @@ class EmbeddingDimReduce(PassConfig):
     dim: int = 16
     tables: tuple | None = None
 
+    def __post_init__(self):
+        if not isinstance(self.dim, int) or isinstance(self.dim, bool) or self.dim < 1:
+            self._fail("dim", "an integer >= 1")
+        self.check_names("tables")
+
 
 def low_rank(w: np.ndarray, d: int):
     """(A [R, d], P [d, D]) with A @ P the best rank-d fit of w (via the D x D Gram matrix,
@@ -31,9 +36,7 @@ def low_rank(w: np.ndarray, d: int):
 
 
 @register(EmbeddingDimReduce)
-def reduce_dims_(program, config: EmbeddingDimReduce, filter_fn):
-    if config.dim < 1:
-        raise CompileError(f"embedding_dim_reduce: dim must be >= 1, got {config.dim}")
+def reduce_dims_(program, config: EmbeddingDimReduce, ctx, filter_fn):
     for name in program.tables():
         p = program.params[name]
         if config.tables is not None and name not in config.tables or not filter_fn(name, "embedding"):

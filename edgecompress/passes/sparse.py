@@ -10,7 +10,6 @@ import dataclasses
 
 import numpy as np
 
-from ..errors import CompileError
 from .base import PassConfig, register
 
 
@@ -20,6 +19,10 @@ class LinearSparsePrune(PassConfig):
     VERSION = 1
     sparsity: float = 0.5
     min_params: int = 1024
+
+    def __post_init__(self):
+        self.check_range("sparsity", 0, 1, hi_open=True)
+        self.check_range("min_params", 0, float("inf"))
 
 
 def to_csr(w: np.ndarray):
@@ -32,9 +35,7 @@ def to_csr(w: np.ndarray):
 
 
 @register(LinearSparsePrune)
-def sparse_prune_(program, config: LinearSparsePrune, filter_fn):
-    if not 0 <= config.sparsity < 1:
-        raise CompileError(f"linear_sparse_prune: sparsity must be in [0, 1), got {config.sparsity}")
+def sparse_prune_(program, config: LinearSparsePrune, ctx, filter_fn):
     for name, p in list(program.params.items()):
         if program.roles.get(name) != "linear" or p.kind != "fp32" or not filter_fn(name, "linear"):
             continue

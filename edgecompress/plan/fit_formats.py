@@ -15,7 +15,7 @@ When no plan fits and ``report`` is set, the report page says why before the Bud
 from __future__ import annotations
 
 from ..passes import DEFAULT_PLAN, apply_plan
-from .search import BudgetError
+from ..errors import BudgetError
 
 SIZE_ROUNDS = 4               # exports of a chosen plan before giving up on fitting every format
 

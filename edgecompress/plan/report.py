@@ -1,8 +1,8 @@
-"""The compile report: report.json and one self-contained report.html (inline
-SVG, no scripts, no network) showing what the planner did and who pays for it."""
+"""The compile report's facts: report.json (what the planner did, who pays for it: metric by
+user/item slice) and the budget report of a compile no plan could fit. The pages are drawn by
+:mod:`edgecompress.report.compile_page`."""
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 
@@ -10,6 +10,7 @@ import numpy as np
 
 from ..graph.io import head_logits, source_predict_fn
 from ..metrics import auc, higher_is_better, recall_at_k, retrieval_ranks, torch_predict_fn
+from ..report.compile_page import render_budget_html, render_html
 
 # --- slices: who pays for the compression ---------------------------------------
 
@@ -74,95 +75,10 @@ def _retrieval_slices(data, predict_before, predict_after) -> list[dict]:
     return out
 
 
-# --- SVG ---------------------------------------------------------------------------
-
-def _esc(s) -> str:
-    return html.escape(str(s))
-
-
-def svg_scatter(points, *, xlabel, ylabel, vline=None, vlabel="", width=640, height=360) -> str:
-    """points: dicts with x, y, kind in {"point", "front", "chosen"}, title."""
-    if not points:
-        return "<p>no plans</p>"
-    xs = [p["x"] for p in points] + ([vline] if vline else [])
-    ys = [p["y"] for p in points]
-    x0, x1 = 0.0, max(xs) * 1.08
-    y0, y1 = min(ys), max(ys)
-    pad = (y1 - y0) * 0.1 or abs(y1) * 0.01 or 0.01
-    y0, y1 = y0 - pad, y1 + pad
-    L, R, T, B = 70, 20, 20, 50
-
-    def px(x):
-        return L + (x - x0) / (x1 - x0) * (width - L - R)
-
-    def py(y):
-        return height - B - (y - y0) / (y1 - y0) * (height - T - B)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" class="plot">',
-             f'<rect x="{L}" y="{T}" width="{width - L - R}" height="{height - T - B}" fill="#fafafa" stroke="#ccc"/>']
-    for i in range(5):
-        xv, yv = x0 + (x1 - x0) * i / 4, y0 + (y1 - y0) * i / 4
-        parts.append(f'<text x="{px(xv):.1f}" y="{height - B + 16}" font-size="11" text-anchor="middle">{xv:.3g}</text>')
-        parts.append(f'<text x="{L - 6}" y="{py(yv) + 4:.1f}" font-size="11" text-anchor="end">{yv:.4g}</text>')
-    parts.append(f'<text x="{(L + width - R) / 2}" y="{height - 12}" font-size="12" text-anchor="middle">{_esc(xlabel)}</text>')
-    parts.append(f'<text x="16" y="{(T + height - B) / 2}" font-size="12" text-anchor="middle" '
-                 f'transform="rotate(-90 16 {(T + height - B) / 2})">{_esc(ylabel)}</text>')
-    front = sorted([p for p in points if p["kind"] in ("front", "chosen")], key=lambda p: p["x"])
-    if len(front) > 1:
-        d = " ".join(f"{px(p['x']):.1f},{py(p['y']):.1f}" for p in front)
-        parts.append(f'<polyline points="{d}" fill="none" stroke="#1f77b4" stroke-width="1.5"/>')
-    if vline:
-        parts.append(f'<line x1="{px(vline):.1f}" y1="{T}" x2="{px(vline):.1f}" y2="{height - B}" stroke="#d62728" '
-                     f'stroke-dasharray="6,4"/><text x="{px(vline) + 4:.1f}" y="{T + 14}" font-size="11" '
-                     f'fill="#d62728">{_esc(vlabel)}</text>')
-    for p in sorted(points, key=lambda p: p["kind"] == "chosen"):
-        color, r = {"point": ("#999", 3.5), "front": ("#1f77b4", 4.5), "chosen": ("#d62728", 7)}[p["kind"]]
-        parts.append(f'<circle cx="{px(p["x"]):.1f}" cy="{py(p["y"]):.1f}" r="{r}" fill="{color}">'
-                     f'<title>{_esc(p.get("title", ""))}</title></circle>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def svg_bars(rows, *, label, vline=None, vlabel="", width=640, unit="") -> str:
-    """Horizontal bars: rows of (name, value)."""
-    if not rows:
-        return "<p>nothing to show</p>"
-    bar_h, L, R = 18, 260, 80
-    height = 20 + bar_h * len(rows) + 30
-    vmax = max([abs(v) for _, v in rows] + ([vline] if vline else []) + [1e-12])
-    lo = min(0.0, min(v for _, v in rows))
-    span = vmax - lo if vmax - lo > 0 else 1.0
-
-    def px(v):
-        return L + (v - lo) / span * (width - L - R)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" class="plot">']
-    for i, (name, v) in enumerate(rows):
-        y = 20 + i * bar_h
-        x_a, x_b = sorted((px(0), px(v)))
-        parts.append(f'<text x="{L - 6}" y="{y + 13}" font-size="11" text-anchor="end">{_esc(name)}</text>')
-        parts.append(f'<rect x="{x_a:.1f}" y="{y + 2}" width="{max(x_b - x_a, 1):.1f}" height="{bar_h - 5}" '
-                     f'fill="{"#1f77b4" if v >= 0 else "#2ca02c"}"><title>{_esc(name)}: {v:.4g}{unit}</title></rect>')
-        parts.append(f'<text x="{x_b + 4:.1f}" y="{y + 13}" font-size="10">{v:.3g}{_esc(unit)}</text>')
-    if vline:
-        parts.append(f'<line x1="{px(vline):.1f}" y1="14" x2="{px(vline):.1f}" y2="{height - 24}" stroke="#d62728" '
-                     f'stroke-dasharray="6,4"/><text x="{px(vline) + 4:.1f}" y="12" font-size="11" fill="#d62728">'
-                     f'{_esc(vlabel)}</text>')
-    parts.append(f'<text x="{(L + width - R) / 2}" y="{height - 6}" font-size="12" text-anchor="middle">{_esc(label)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _table(head, rows) -> str:
-    th = "".join(f"<th>{_esc(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
-
-
 # --- the report ------------------------------------------------------------------------
 
 def build_report(*, result, program, model, data, train, metric, latency_model) -> dict:
-    from edgecompress_runtime.backends.numpy_graph import GraphExecutor
-    params = {k: v.to_runtime(k) for k, v in program.params.items()}
-    ex = GraphExecutor(program.graph, params, program.constants)
+    ex = program.executor()
 
     def after_fn(feeds):
         return np.asarray(head_logits(ex.run(feeds), program.outputs, program.metric_output),
@@ -212,80 +128,6 @@ def build_report(*, result, program, model, data, train, metric, latency_model) 
     }
 
 
-def render_html(rep: dict) -> str:
-    m = rep["metric"]
-    b = rep["budgets"]
-    parts = [f"<h1>edgecompress report: {_esc(Path(rep['bundle']).name)}</h1>",
-             f"<p>target <b>{_esc(rep['target'])}</b>; bundle {rep['size_bytes']:,} bytes "
-             f"(fp32 weights {rep['fp32_param_bytes']:,} bytes); {m} before "
-             f"<b>{rep['metrics_before'][m]:.4f}</b>, after <b>{rep['metrics_after'][m]:.4f}</b> "
-             f"(Δ {rep['metrics_after'][m] - rep['metrics_before'][m]:+.4f}).</p>"]
-    mem = f"{b['memory_bytes']:,} bytes" if b.get("memory_bytes") else "none"
-    lat_budget = f"{b['latency_s'] * 1e3:.3g} ms at batch {b['latency_batch']}" if b.get("latency_s") else "none"
-    parts.append(f"<p>budgets: memory {mem}; latency {lat_budget}</p>")
-    if rep.get("formats"):
-        lb = str(b.get("latency_batch"))
-        parts.append("<h2>What ships, per format</h2><p>bytes as the device loads each payload; metrics on the "
-                     f"test rows ({_esc((rep.get('data_roles') or {}).get('test', 'data'))}); latency estimated "
-                     "for that backend</p>")
-        parts.append(_table(
-            ["format", "bytes", "memory budget", f"latency at batch {lb} (ms)", f"{m} (test rows)",
-             "max |Δ| vs source"],
-            [[f, f"{r['bytes']:,}" + ("" if r.get("fits", True) else " (over)"), mem,
-              f"{r['latency_estimate_s'].get(lb, float('nan')) * 1e3:.3g} ({_esc(r.get('latency_source', ''))})",
-              f"{r['metrics'][m]:.4f}" if r.get("metrics") and m in r["metrics"] else "-",
-              f"{r['vs_source']['max_abs_diff']:.2e}" if r.get("vs_source") else "-"]
-             for f, r in rep["formats"].items()]))
-    s = rep.get("search")
-    if s:
-        pts = []
-        for c in s["candidates"]:
-            kind = "chosen" if c["plan"] == s["chosen"]["plan"] else ("front" if c["pareto"] else "point")
-            pts.append({"x": c["size_bytes"] / 1e6, "y": c["metric"], "kind": kind,
-                        "title": f"{c['describe']}: {c['size_bytes']:,} B, {m} {c['metric']:.4f}, "
-                                 f"{c['latency_s'] * 1e3:.3g} ms"})
-        parts.append("<h2>Plans searched: size vs metric</h2>")
-        parts.append(f"<p>{s['evaluated']} plans in {s['seconds']:.1f} s; blue: Pareto front, red: chosen "
-                     f"({_esc(s['chosen']['describe'])}); dashed: memory budget.</p>")
-        parts.append(svg_scatter(pts, xlabel="bundle size (MB)", ylabel=m,
-                                 vline=(b["memory_bytes"] / 1e6) if b.get("memory_bytes") else None,
-                                 vlabel="memory budget"))
-        sens_rows = [(f"{t} {k}", v) for t, d in s["sensitivity"].items() for k, v in d.items()
-                     if abs(v) < 1]
-        parts.append("<h2>Sensitivity (metric loss of one change on top of int8)</h2>")
-        parts.append(svg_bars(sorted(sens_rows, key=lambda r: -r[1])[:40], label=f"{m} loss (positive = worse)"))
-    lat = rep["latency_by_op_s"]
-    parts.append(f"<h2>Latency estimate ({_esc(rep['latency_model'])}) vs budget, batch {b.get('latency_batch')}</h2>")
-    rows = sorted(((op, v * 1e3) for op, v in lat.items()), key=lambda r: -r[1])
-    rows.append(("total", sum(lat.values()) * 1e3))
-    parts.append(svg_bars(rows, label="milliseconds", unit=" ms",
-                          vline=(b["latency_s"] * 1e3) if b.get("latency_s") else None, vlabel="latency budget"))
-    parts.append(_table(["batch", "estimated latency (ms)"],
-                        [[k, f"{v * 1e3:.3f}"] for k, v in rep["latency_estimate_s"].items()]))
-    parts.append("<h2>Embedding tables</h2>")
-    parts.append(_table(["table", "rows", "dim", "bits", "keep ratio", "stored dim", "bytes", "fp32 bytes"],
-                        [[t["table"], t["rows"], t["dim"], t["bits"], t["keep_ratio"], t["stored_dim"],
-                          f"{t['bytes']:,}", f"{t['bytes_fp32']:,}"] for t in rep["tables"]]))
-    parts.append("<h2>Linear layers</h2>")
-    parts.append(_table(["layer", "in (before)", "out (before)", "weights", "activations"],
-                        [[l["layer"], f"{l['in']} ({l['in_before']})", f"{l['out']} ({l['out_before']})",
-                          l["precision"], l["activations"]] for l in rep["layers"]]))
-    parts.append("<h2>Who pays: metric by slice</h2>")
-    if rep["slices"]:
-        parts.append(_table(["slice", "rows", "metric", "before", "after", "delta"],
-                            [[x["slice"], x["rows"], x["metric"], f"{x['before']:.4f}", f"{x['after']:.4f}",
-                              f"{x['delta']:+.4f}"] for x in rep["slices"]]))
-    else:
-        parts.append("<p>no user or item fields to slice by</p>")
-    parts.append("<h2>Plan</h2><pre>" + _esc(json.dumps(rep["plan"], indent=1)) + "</pre>")
-    style = ("body{font-family:sans-serif;max-width:980px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-             "font-size:13px;text-align:right}th{background:#f0f0f0}td:first-child{text-align:left}"
-             "pre{background:#f6f6f6;padding:1em;font-size:12px;overflow:auto}")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>edgecompress report</title>"
-            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
-
-
 def write_report(directory, *, result, program, model, data, train, metric, latency_model, **_) -> dict:
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -311,21 +153,5 @@ def write_budget_report(directory, *, error, planner, target: str, metric: str) 
            "formats": {f: ("exact" if f == "numpy" else planner.format_sizes.how(f)) for f in formats},
            "plans": rows}
     (out / "report.json").write_text(json.dumps(rep, indent=1, default=float))
-    pts = [{"x": max(r["bytes"].values()) / 1e6, "y": r["metric"], "kind": "point",
-            "title": f"{r['describe']}: {max(r['bytes'].values()):,} B, {metric} {r['metric']:.4f}"} for r in rows]
-
-    def cell(n):
-        return f"{n:,}" + (" (over)" if mem and n > mem else "")
-    parts = [f"<h1>edgecompress: no plan fits {_esc(target)}</h1>", f"<p>{_esc(str(error))}</p>",
-             "<h2>Plans measured: largest shipped payload vs metric</h2>",
-             svg_scatter(pts, xlabel="largest shipped payload (MB)", ylabel=metric,
-                         vline=mem / 1e6 if mem else None, vlabel="memory budget"),
-             "<h2>Bytes per shipped format</h2>",
-             "<p>" + "; ".join(f"{_esc(f)}: {_esc(h)}" for f, h in rep["formats"].items()) + "</p>",
-             _table(["plan", metric, f"latency at batch {planner.batch} (ms)"] + formats,
-                    [[r["describe"], f"{r['metric']:.4f}",
-                      f"{r['latency_s'] * 1e3:.3g}" + (" (over)" if lat and r["latency_s"] > lat else "")]
-                     + [cell(r["bytes"][f]) for f in formats] for r in rows])]
-    (out / "report.html").write_text("<!DOCTYPE html><html><head><meta charset='utf-8'><title>edgecompress "
-                                     "report</title></head><body>" + "".join(parts) + "</body></html>")
+    (out / "report.html").write_text(render_budget_html(rep))
     return {"json": out / "report.json", "html": out / "report.html"}

@@ -23,145 +23,35 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import CompileError
+from ..errors import BudgetError
 from ..graph.io import head_logits
 from ..metrics import higher_is_better
 from ..passes import (ConvInt8Weights, Distill, EmbeddingDimReduce, EmbeddingRowPrune, EmbeddingRowwiseQuant,
-                      LinearInt8Weights, MLPNeuronPrune, apply_plan, find_groups)
+                      LinearInt8Weights, MLPNeuronPrune, PassContext, apply_plan, find_groups)
 from ..passes.prune_rows import remap_dtype
+from .cost import TableLayout
+from .states import Candidate, PlanState, SearchResult, TableState, pareto
 
 BITS = (32, 8, 4, 2)
 KEEPS = (1.0, 0.5, 0.25, 0.1, 0.05)
 LAYER_KEEPS = (1.0, 0.5, 0.25, 0.125)
 
 
-class BudgetError(CompileError):
-    """No plan found fits the budgets."""
-
-    exit_code = 3
-
-
-@dataclass(frozen=True)
-class TableState:
-    bits: int = 8            # 32 = fp32
-    keep: float = 1.0
-    dim: int | None = None   # None = full width
-
-
-@dataclass
-class PlanState:
-    tables: dict
-    layers: dict = field(default_factory=dict)      # producer weight -> keep ratio
-    linear: str = "int8"                            # "fp32" | "int8"
-    distill: bool = False
-
-    def key(self):
-        return (tuple(sorted(self.tables.items())), tuple(sorted(self.layers.items())), self.linear, self.distill)
-
-    def with_table(self, name, **kw):
-        t = dict(self.tables)
-        t[name] = dataclasses.replace(t[name], **kw)
-        return PlanState(t, dict(self.layers), self.linear, self.distill)
-
-    def with_layer(self, name, keep):
-        layers = dict(self.layers)
-        layers[name] = keep
-        return PlanState(dict(self.tables), layers, self.linear, self.distill)
-
-    def plan(self, distill_config=None) -> list:
-        """Pass configs in canonical order; tables with equal settings share a config."""
-        def grouped(attr, default):
-            out = {}
-            for name, st in sorted(self.tables.items()):
-                v = getattr(st, attr)
-                if v != default:
-                    out.setdefault(v, []).append(name)
-            return out
-        plan = []
-        for keep, names in sorted(grouped("keep", 1.0).items(), reverse=True):
-            plan.append(EmbeddingRowPrune(keep_ratio=keep, tables=tuple(names)))
-        for dim, names in sorted(grouped("dim", None).items(), reverse=True):
-            plan.append(EmbeddingDimReduce(dim=dim, tables=tuple(names)))
-        by_keep = {}
-        for layer, keep in sorted(self.layers.items()):
-            if keep < 1:
-                by_keep.setdefault(keep, []).append(layer)
-        for keep, layers in sorted(by_keep.items(), reverse=True):
-            plan.append(MLPNeuronPrune(keep_ratio=keep, layers=tuple(layers)))
-        if self.distill:
-            plan.append(distill_config or Distill())
-        for bits, names in sorted(grouped("bits", 32).items(), reverse=True):
-            plan.append(EmbeddingRowwiseQuant(bits=bits, tables=tuple(names)))
-        if self.linear == "int8":
-            plan.append(LinearInt8Weights())
-        return plan
-
-    def describe(self) -> str:
-        bits = sorted({s.bits for s in self.tables.values()})
-        parts = ["fp32" if bits == [32] else "tables " + "/".join(f"int{b}" if b < 32 else "fp32" for b in bits)]
-        pruned = [s.keep for s in self.tables.values() if s.keep < 1]
-        if pruned:
-            parts.append(f"{len(pruned)} tables row-pruned (min keep {min(pruned):g})")
-        dims = [s.dim for s in self.tables.values() if s.dim]
-        if dims:
-            parts.append(f"{len(dims)} tables dim-reduced (min {min(dims)})")
-        if any(k < 1 for k in self.layers.values()):
-            parts.append(f"MLP pruned (min keep {min(self.layers.values()):g})")
-        parts.append(f"Linear {self.linear}")
-        if self.distill:
-            parts.append("distilled")
-        return ", ".join(parts)
-
-
-@dataclass
-class Candidate:
-    state: PlanState
-    plan: list
-    metric: float
-    metrics: dict
-    size_bytes: int
-    latency_s: float
-    program: object = None
-    label: str = ""
-    tensor_bytes: dict = field(default_factory=dict)   # app format -> bytes of the tensors its artifact stores
-    graph_units: dict = field(default_factory=dict)    # app format -> size of its graph (plan/format_size.py)
-
-    def summary(self) -> dict:
-        return {"label": self.label, "describe": self.state.describe(), "metric": self.metric,
-                "metrics": self.metrics, "size_bytes": self.size_bytes, "latency_s": self.latency_s,
-                "tensor_bytes": dict(self.tensor_bytes),
-                "plan": [c.to_dict() for c in self.plan],
-                "tables": {t: dataclasses.asdict(s) for t, s in self.state.tables.items()},
-                "layers": dict(self.state.layers)}
-
-
-@dataclass
-class SearchResult:
-    chosen: Candidate
-    candidates: list
-    front: list
-    sensitivity: dict
-    budgets: dict
-    metric_name: str
-    seconds: float
-    feasible: list
-
-
 class Planner:
     """Holds what every evaluation needs. ``evaluate_fn(predict_fn) -> metrics``
     is the held-out evaluation (a subset during search); ``size_fn(program, plan)``
-    gives exact bundle bytes; ``latency`` is a LatencyModel; ``format_sizes`` a
+    gives exact bundle bytes; ``latency`` is a CostModel (plan/cost.py) that both
+    estimates plans and scores moves; ``format_sizes`` a
     FormatSizes for the app formats that ship (None: the numpy bundle only)."""
 
     def __init__(self, program, *, metric: str, evaluate_fn, size_fn, latency, latency_batch: int,
                  memory_budget: int | None, latency_budget: float | None, tolerance: float = 5e-4,
                  max_steps: int = 40, extra_steps: int = 3, distill: Distill | None = None, progress=True,
-                 log=None, format_sizes=None):
-        self.base = program
+                 log=None, format_sizes=None, context=None):
+        self.base, self.context = program, context or PassContext()   # what passes learn from
         self.metric = metric
         self.higher = higher_is_better(metric)
         self.evaluate_fn, self.size_fn, self.latency = evaluate_fn, size_fn, latency
@@ -176,8 +66,6 @@ class Planner:
         self.table_cache: dict = {}
         self.tables = program.tables()
         self.groups = find_groups(program)
-        from edgecompress_runtime.backends.numpy_graph import GraphExecutor
-        self._executor = GraphExecutor
 
     # --- evaluation ----------------------------------------------------------
     def _loss(self, a: float, b: float) -> float:
@@ -195,7 +83,7 @@ class Planner:
                 plan.append(EmbeddingDimReduce(dim=st.dim, tables=(name,)))
             if st.bits < 32:
                 plan.append(EmbeddingRowwiseQuant(bits=st.bits, tables=(name,)))
-            apply_plan(prog, plan)
+            apply_plan(prog, plan, self.context)
             self.table_cache[key] = prog.params[name]
         return self.table_cache[key]
 
@@ -210,20 +98,19 @@ class Planner:
         """The compressed program for a state (tables from the per-table cache)."""
         if state.distill:
             prog = self.base.copy()
-            return apply_plan(prog, self.plan_of(state))
+            return apply_plan(prog, self.plan_of(state), self.context)
         prog = self.base.copy()
         for name, st in state.tables.items():
             prog.params[name] = self._table_param(name, st)
         rest = [c for c in self.plan_of(state) if isinstance(c, (MLPNeuronPrune, LinearInt8Weights, ConvInt8Weights))]
-        return apply_plan(prog, rest)
+        return apply_plan(prog, rest, self.context)
 
     def evaluate(self, state: PlanState, label: str = "") -> Candidate:
         key = state.key()
         if key in self.cache:
             return self.cache[key]
         prog = self.build(state)
-        params = {k: v.to_runtime(k) for k, v in prog.params.items()}
-        ex = self._executor(prog.graph, params, prog.constants)
+        ex = prog.executor()
         metrics = self.evaluate_fn(lambda feeds: np.asarray(
             head_logits(ex.run(feeds), prog.outputs, prog.metric_output), dtype=np.float32).reshape(-1))
         plan = self.plan_of(state)
@@ -247,14 +134,15 @@ class Planner:
         return max(self.sizes(c).values())
 
     # --- analytic estimates for choosing moves --------------------------------
-    def _table_bytes(self, name, st: TableState) -> float:
+    def _layout(self, name, st: TableState) -> TableLayout:
         rows, full = self.base.params[name].shape
-        stored = int(round(rows * st.keep)) + 1 if st.keep < 1 else rows
-        d = st.dim or full
-        row = d * 4 if st.bits == 32 else d * st.bits / 8 + 4
-        remap = rows * np.dtype(remap_dtype(stored)).itemsize if st.keep < 1 else 0
-        proj = d * full * 4 if st.dim else 0
-        return stored * row + remap + proj
+        return TableLayout.planned(rows, full, bits=st.bits, keep=st.keep, dim=st.dim)
+
+    def _table_bytes(self, name, st: TableState) -> float:
+        t = self._layout(name, st)
+        remap = t.rows * np.dtype(remap_dtype(t.stored_rows)).itemsize if t.remap else 0
+        proj = t.dim * t.full_dim * 4 if t.proj else 0
+        return t.stored_rows * t.row_bytes + remap + proj
 
     def _moves(self, state: PlanState):
         for name in self.tables:
@@ -350,7 +238,7 @@ class Planner:
             top = self._choose(feasible)
             structural = any(s.keep < 1 or s.dim for s in top.state.tables.values()) or \
                 any(k < 1 for k in top.state.layers.values())
-            if structural and self.base.context.get("train_data") is not None:   # never on held-out rows
+            if structural and self.context.train_data is not None:   # never on held-out rows
                 self.log("distilling the chosen plan from the source model")
                 d = self.evaluate(dataclasses.replace(top.state, distill=True))
                 if self._fits(d):
@@ -377,24 +265,30 @@ class Planner:
                                    candidates=cands, front=pareto(cands, self.higher))
 
     def _latency_saving(self, move, state, nxt) -> float:
+        """Seconds per batch a move saves, from the cost model that estimates the plans
+        (the device's measured table when there is one)."""
         if not self.lat:
             return 0.0
         kind, name, _ = move
-        cost = self.latency.cost
         if kind == "layer":
-            p = self.base.params[name]
-            g = next(g for g in self.groups if g.producer == name)
-            out_f, in_f = p.shape
-            k0, k1 = state.layers.get(name, 1.0), nxt.layers[name]
-            consumer = self.base.params[g.consumer].shape[0]
-            return self.batch * (k0 - k1) * out_f * (in_f + consumer) / cost["fp32_macs_per_s"]
-        ids = sum(v for v in self.latency.profile.ids.values()) / max(len(self.tables), 1)
-        rows, full = self.base.params[name].shape
-        def row_bytes(st):
-            d = st.dim or full
-            return d * 4 if st.bits == 32 else d * st.bits / 8 + 4
-        return self.batch * ids * (row_bytes(state.tables[name]) - row_bytes(nxt.tables[name])) / \
-            cost["gather_bytes_per_s"]
+            return self._layer_seconds(name, state) - self._layer_seconds(name, nxt)
+        return self._gather_seconds(name, state.tables[name]) - self._gather_seconds(name, nxt.tables[name])
+
+    def _gather_seconds(self, name, st: TableState) -> float:
+        ids = self.latency.profile.tables.get(name)
+        if ids is None:     # a profile without per-table counts: the mean over the tables
+            ids = sum(self.latency.profile.ids.values()) / max(len(self.tables), 1)
+        return self.latency.gather_s(self._layout(name, st), self.batch * ids)
+
+    def _layer_seconds(self, producer, state: PlanState) -> float:
+        """The producer Linear and its consumer at the state's width of the producer's outputs
+        (int8 weights are dequantized at load: fp32 speed)."""
+        g = next(g for g in self.groups if g.producer == producer)
+        out_f, in_f = self.base.params[producer].shape
+        consumer = self.base.params[g.consumer].shape[0]
+        width = state.layers.get(producer, 1.0) * out_f
+        return self.latency.linear_s(in_f, width, "fp32", self.batch) + \
+            self.latency.linear_s(width, consumer, "fp32", self.batch)
 
     def _sensitivity(self, base: Candidate, int8: PlanState, bar) -> dict:
         total = sum(self._table_bytes(t, TableState()) for t in self.tables) or 1
@@ -409,7 +303,7 @@ class Planner:
             trials += [("dim", d) for d in (full // 2, full // 4, full // 8) if d >= 4]
             for kind, v in trials:
                 st = int8.with_table(name, **{kind: v})
-                if kind == "keep" and self.base.id_counts(name) is None:
+                if kind == "keep" and self.context.id_counts(self.base, name) is None:
                     continue
                 sens[name][(kind, v)] = self._loss(base.metric, self.evaluate(st).metric)
                 self.measured.add((name, (kind, v)))
@@ -482,16 +376,3 @@ class Planner:
             f"({fastest.state.describe()}). Raise the budgets to at least --memory-budget "
             f"{need}B / --latency-budget {fastest.latency_s * 1e3:.3g}ms@{self.batch}, ship fewer formats "
             "(--formats), or pick a bigger target.")
-
-
-def pareto(cands, higher: bool) -> list:
-    """Candidates no other candidate beats on size, latency and metric at once."""
-    def better_or_equal(a, b):
-        ma, mb = (a.metric, b.metric) if higher else (-a.metric, -b.metric)
-        return a.size_bytes <= b.size_bytes and a.latency_s <= b.latency_s and ma >= mb
-    front = []
-    for c in cands:
-        if not any(o is not c and better_or_equal(o, c) and
-                   (o.size_bytes, o.latency_s, o.metric) != (c.size_bytes, c.latency_s, c.metric) for o in cands):
-            front.append(c)
-    return sorted(front, key=lambda c: c.size_bytes)

@@ -15,8 +15,8 @@ the zip central directory is checked against the limits below, then the manifest
 (with a trust store) its signature, and only then each listed member, streamed and
 hashed, never past its listed size.
 
-This module owns the format: the host's writer imports ``write_bundle`` and the
-constants instead of restating them, so there is one format and one loader.
+This module owns the format and reads it; ``bundle_writer.py`` writes it. The host's
+writer imports both instead of restating them, so there is one format and one loader.
 """
 from __future__ import annotations
 
@@ -50,42 +50,11 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
-    return buf.getvalue()
-
-
-def _zip_entry(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
+def zip_entry(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
     info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
     info.compress_type = zipfile.ZIP_STORED
     info.external_attr = 0o644 << 16
     zf.writestr(info, data)
-
-
-def bundle_bytes(manifest: dict, members: dict[str, bytes]) -> bytes:
-    """Serialize a bundle. Fills ``manifest["members"]`` with sha256 and size
-    of every member, then writes manifest, its hash and the members."""
-    manifest = dict(manifest)
-    manifest["format"] = FORMAT
-    manifest["format_version"] = FORMAT_VERSION
-    manifest["members"] = {n: {"sha256": sha256(b), "size": len(b)} for n, b in sorted(members.items())}
-    mbytes = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        _zip_entry(zf, MANIFEST, mbytes)
-        _zip_entry(zf, MANIFEST_HASH, (sha256(mbytes) + "\n").encode())
-        for name in sorted(members):
-            _zip_entry(zf, name, members[name])
-    return buf.getvalue()
-
-
-def write_bundle(path, manifest: dict, members: dict[str, bytes]) -> int:
-    """Write atomically (temp file + rename): a failure leaves nothing at ``path``. Mode 0644:
-    a bundle is a deliverable others read (mkstemp alone would leave it 0600)."""
-    data = bundle_bytes(manifest, members)
-    write_atomic(Path(path), data, mode=0o644)
-    return len(data)
 
 
 def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
@@ -398,7 +367,7 @@ def with_signature(data: bytes, signature: bytes) -> bytes:
     with src, zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
         names = [n for n in src.namelist() if n != SIGNATURE]
         for name in names:
-            _zip_entry(zf, name, src.read(name))
+            zip_entry(zf, name, src.read(name))
             if name == MANIFEST_HASH:
-                _zip_entry(zf, SIGNATURE, signature)
+                zip_entry(zf, SIGNATURE, signature)
     return buf.getvalue()

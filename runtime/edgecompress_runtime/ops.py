@@ -10,6 +10,11 @@ parameter object (``Param``) for weights that may be stored quantized.
 Adding an op: write the function, register it with ``@op("name")``, document it
 in docs/ops.md, and bump nothing (unknown ops in a bundle are refused at load
 with the op's name, so old runtimes fail loudly on new graphs).
+
+Why this module is long: it is the op table of the bundle's own op set, one short
+function per op name, in the order docs/ops.md lists them; spread over files, one
+op's semantics and its neighbours' would be looked for in several places. (The Core
+ATen ops live in ``aten/``, one module per kind.)
 """
 from __future__ import annotations
 
@@ -21,6 +26,10 @@ import numpy as np
 from .params import Param
 
 OPS: dict[str, Callable] = {}
+# Ops whose output is a view of their input: a run keeps no new memory for them (the host's
+# latency model and the runtime's calibration count kept bytes with this set).
+VIEW_OPS = frozenset({"slice", "transpose", "permute", "squeeze", "unsqueeze", "reshape", "flatten", "expand",
+                      "expand_as", "identity", "getitem", "size", "numel", "unbind"})
 
 
 def op(name: str):

@@ -82,6 +82,15 @@ def pack_bits(codes: np.ndarray, bits: int) -> np.ndarray:
     return np.bitwise_or.reduce(c << shifts, axis=-1).astype(np.uint8)
 
 
+def quantize_channels(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ``channel_int8`` form of a 2-D weight [O, I]: symmetric int8 codes and one float32
+    scale per output row (``w ~ codes * scale[o]``; an all-zero row gets scale 1)."""
+    amax = np.abs(w).max(axis=1)
+    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    codes = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
+    return codes, scale
+
+
 class Param:
     """One named weight. ``arrays`` maps the kind's member roles to arrays."""
 

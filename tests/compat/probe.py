@@ -51,7 +51,7 @@ try:    # the ATen ops edgecompress's numpy runtime implements (optional cross-c
     RUNTIME_OPS = set(_OPS)
 except Exception:  # the probe does not need edgecompress
     RUNTIME_OPS = None
-# dropped by edgecompress.graph.lower (_SKIP) rather than run
+# dropped by edgecompress.graph.translate (_SKIP) rather than run
 LOWERING_SKIPS = {"aten._assert_tensor_metadata.default", "aten._assert_scalar.default"}
 
 

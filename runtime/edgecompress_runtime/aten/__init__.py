@@ -13,9 +13,9 @@ bool, index outputs are int64) and 0-d results are 0-d arrays, not numpy scalars
 Values in a graph are never written in place, so clone / alias / same-dtype casts return
 their input and views (expand, permute, slice, ...) stay views (expand's is read-only).
 tests/test_op_conformance.py checks every op here against torch. One module per kind:
-_args (argument helpers), factories, elementwise, reductions, nn (matmul, normalisation,
-convolution, pooling), shapes (views, indexing, gather/scatter, sort).
+_args (argument helpers), factories, elementwise (binary), unary, reductions, nn (matmul, normalisation,
+convolution, pooling), shapes (views), indexing (index, gather/scatter, sort).
 """
 # importing each module registers its ops into ops.OPS
-from . import elementwise, factories, nn, reductions, shapes  # noqa: F401
+from . import elementwise, factories, indexing, nn, reductions, shapes, unary  # noqa: F401
 from ._args import UnsupportedArgument  # noqa: F401  (raised for argument values not implemented)

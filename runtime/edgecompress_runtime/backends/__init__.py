@@ -27,7 +27,7 @@ their runtime only when created, so importing this package stays numpy-only.
 from __future__ import annotations
 
 from ..errors import BackendError
-from ._common import installed
+from ._common import installed  # public: the host asks it which app runtimes are importable
 
 KNOWN = ("numpy", "litert", "executorch")
 # what to install for each artifact backend

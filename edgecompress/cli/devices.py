@@ -1,0 +1,166 @@
+"""The verbs that work on boards: ``deploy``, ``bench``, ``farm`` (over SSH), and ``keys``
+(the signing key deploys use)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import EdgecompressError, FarmError, InventoryError
+from .options import (add_bench_args, add_ssh_args, add_verb, board_from_args, board_kwargs_from_args,
+                      inventory_from_args, settings_from_args, write_json)
+
+__all__ = ["add_parsers"]
+
+
+def add_parsers(sub) -> None:
+    p = add_verb(sub, "deploy", "install the runtime and bundles on a board over SSH", """
+  edgecompress deploy --device pi@raspberrypi.local                  # just the runtime
+  edgecompress deploy dlrm.ecb --device pi@raspberrypi.local         # runtime + bundle
+  edgecompress deploy --device pi4 --inventory devices.toml --uninstall""")
+    p.add_argument("bundles", nargs="*", help="bundles to put on the board (none: just the runtime)")
+    add_ssh_args(p)
+    p.add_argument("--uninstall", action="store_true", help="remove edgecompress from the board instead")
+    p.add_argument("--remove-trusted-keys", action="store_true", help="with --uninstall: also forget signing keys")
+    p.add_argument("--json", help="write what was done to this JSON file")
+    p.set_defaults(fn=deploy_cmd)
+
+    p = add_verb(sub, "bench", "benchmark a bundle on a board over SSH (deploys it if needed)", """
+  edgecompress bench dlrm.ecb --device pi@raspberrypi.local
+  edgecompress bench dlrm.ecb --device pi@raspberrypi.local --repeat 3 --cooldown 10 --json bench.json""")
+    p.add_argument("bundle")
+    add_ssh_args(p)
+    add_bench_args(p)
+    p.add_argument("--json", help="write every number to this JSON file")
+    p.set_defaults(fn=bench_cmd)
+    _add_farm(sub)
+
+    p = add_verb(sub, "keys", "the signing key for bundles: init | show | sign BUNDLE...", """
+  edgecompress keys init          # from now on deploys sign bundles
+  edgecompress keys show
+  edgecompress keys sign a.ecb b.ecb""")
+    p.add_argument("action", choices=["init", "show", "sign"])
+    p.add_argument("bundles", nargs="*", help="with sign: bundles to sign in place")
+    p.add_argument("--force", action="store_true", help="with init: replace an existing key")
+    p.set_defaults(fn=keys_cmd)
+
+
+def _add_farm(sub) -> None:
+    p = add_verb(sub, "farm", "benchmark bundles on many boards in parallel (devices.toml)", """
+  edgecompress farm a.ecb b.ecb --inventory devices.toml --tags lab    # out/farm/farm.json + farm.html
+  edgecompress farm a.ecb --device pi@10.0.0.21 --device pi@10.0.0.22 --parallel 2""")
+    p.add_argument("bundles", nargs="+")
+    add_ssh_args(p, device=False)
+    which = p.add_argument_group("which boards (one of)").add_mutually_exclusive_group()
+    which.add_argument("--device", "-d", action="append", help="a device (name or user@host[:port]); repeatable")
+    which.add_argument("--tags", help="only devices of --inventory having all these tags (comma list)")
+    p.add_argument("--parallel", type=int, help="boards at work at once (default: all)")
+    p.add_argument("--retries", type=int, default=2, help="retries of a dropped device before its work moves "
+                                                          "(default 2)")
+    p.add_argument("--backoff", type=float, default=2.0, help="first retry delay in s, doubling (default 2)")
+    p.add_argument("--out", default="out/farm", help="where farm.json and farm.html go (default out/farm)")
+    add_bench_args(p)
+    p.set_defaults(fn=farm_cmd)
+
+
+def deploy_cmd(args) -> int:
+    if args.remove_trusted_keys and not args.uninstall:
+        raise EdgecompressError("--remove-trusted-keys goes with --uninstall")
+    if args.uninstall and args.bundles:
+        raise EdgecompressError("--uninstall removes the install: give no bundles with it")
+    out = []
+    with board_from_args(args) as board:
+        if args.uninstall:
+            board.uninstall(remove_trusted_keys=args.remove_trusted_keys)
+            print(f"removed the install from {board.conn.label}")
+            return 0
+        if not args.bundles:
+            rep = board.install_runtime(progress=print)
+            print(f"runtime {rep['version']} {'installed' if rep['installed'] else 'already installed'} on "
+                  f"{board.conn.label} ({rep['seconds']:.1f} s)")
+            out.append(rep)
+        for b in args.bundles:
+            rep = board.deploy(b, progress=print)
+            rt = rep["runtime"]
+            print(f"{Path(b).name} -> {board.conn.label}:{rep['remote_path']} "
+                  f"({'uploaded' if rep['bundle_uploaded'] else 'already there'}; "
+                  f"{'signed' if rep['signed'] else 'unsigned'}; runtime {rep['version']} "
+                  f"{'installed' if rt['installed'] else 'already installed'}; {rep['seconds']:.1f} s)")
+            out.append(rep)
+    if args.json:
+        write_json(args.json, out)
+    return 0
+
+
+def bench_cmd(args) -> int:
+    from edgecompress_runtime.bench import format_table
+    with board_from_args(args) as board:
+        res = board.bench(args.bundle, batches=args.batch, warmup=args.warmup, iters=args.iters,
+                          backend=args.backend, timeout_s=args.timeout, repeat=args.repeat,
+                          cooldown_s=args.cooldown, progress=print)
+    f = res["board"]
+    print(format_table(res))
+    print(f"board {res['device']['name']} ({res['device']['address']}): {f.get('cpu_model')} ({f.get('machine')}), "
+          f"{f.get('cores')} cores, governor {', '.join(f.get('governors') or ['n/a'])}, Python {f.get('python')}, "
+          f"numpy {f.get('packages', {}).get('numpy')}")
+    if res["runs"][0].get("temps_before"):
+        t0 = max(res["runs"][0]["temps_before"].values())
+        t1 = max(res["runs"][-1]["temps_after"].values() or [t0])
+        print(f"temperature {t0:.1f} -> {t1:.1f} C")
+    a = res["agreement"]
+    if a["repeats"] > 1:
+        print(f"{a['repeats']} repeats: p50 spread up to {a['max_spread'] * 100:.1f}% "
+              f"({'agree' if a['ok'] else 'DISAGREE'} within {a['tolerance'] * 100:.0f}%)")
+    if args.json:
+        write_json(args.json, res)
+        print(f"full results: {args.json}")
+    return 0
+
+
+def farm_cmd(args) -> int:
+    from ..farm import Farm, format_table
+    from ..deploy.inventory import resolve
+    inv = inventory_from_args(args)
+    if inv is None and not args.device:
+        raise InventoryError("farm needs --inventory devices.toml (or one or more --device user@host)")
+    if args.device:
+        devices = [resolve(d, inv) for d in args.device]
+    else:
+        devices = inv.select(tags=[t for t in (args.tags or "").split(",") if t])
+    settings = settings_from_args(args)
+    if inv is not None:
+        settings = inv.settings(settings)
+    out_dir = Path(args.out)
+    farm = Farm(devices, args.bundles, settings, parallel=args.parallel, retries=args.retries,
+                backoff_s=args.backoff, out_dir=out_dir,
+                bench_kwargs=dict(batches=args.batch, warmup=args.warmup, iters=args.iters, timeout_s=args.timeout,
+                                  repeat=args.repeat, cooldown_s=args.cooldown),
+                board_kwargs=board_kwargs_from_args(args))
+    report = farm.run()
+    print()
+    print(format_table(report))
+    print(f"\nresults: {out_dir / 'farm.json'}   report: {out_dir / 'farm.html'}")
+    s = report["summary"]
+    if s["failed"]:
+        raise FarmError(f"{s['failed']} of {s['jobs']} jobs failed"
+                        + (f"; devices down: {', '.join(s['devices_down'])}" if s["devices_down"] else "")
+                        + f"; the other results are in {out_dir / 'farm.json'}")
+    return 0
+
+
+def keys_cmd(args) -> int:
+    from ..deploy import keys
+    if args.action == "init":
+        k = keys.init_key(force=args.force)
+        print(f"created signing key {k.key_id} at {k.path} (public key: {k.path}.pub)")
+        print("bundles you deploy are now signed; the first deploy to each board makes it trust this key")
+    elif args.action == "show":
+        k = keys.load_key()
+        print(k.public_line(f"edgecompress key {k.key_id}").strip())
+        print(f"key id {k.key_id}, private key {k.path}")
+    elif args.action == "sign":
+        if not args.bundles:
+            raise EdgecompressError("keys sign needs one or more bundles")
+        k = keys.load_key()
+        for b in args.bundles:
+            keys.sign_bundle(b, key=k)
+            print(f"signed {b} with key {k.key_id}")
+    return 0

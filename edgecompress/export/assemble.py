@@ -1,0 +1,75 @@
+"""A compile's bundle, assembled: the manifest and members of a program with its
+reference I/O, and the metrics block its manifest carries.
+
+Every function returns new dicts: compile() builds a draft to measure, then the
+final manifest from the draft's parts and the measurements, never editing a
+draft another object holds.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..graph.io import all_outputs_flat, metric_head
+from ..graph.spec import apply_declared, input_spec as derive_input_spec
+from ..graph.torch_exec import ProgramModule
+from .bundle import program_members, provenance, reference_members
+
+LONG = -1.2345678901234567e-123       # the longest repr of a float: placeholders size an upper bound
+
+
+def reference_outputs(model, inputs: dict, call) -> np.ndarray:
+    """Every head of ``model`` (an nn.Module or a ProgramModule) on ``inputs``, flat (the bundle's reference layout)."""
+    tensors = {k: torch.as_tensor(inputs[k]) for k in call.names}
+    with torch.no_grad():
+        if isinstance(model, ProgramModule):
+            out = model(*[tensors[k] for k in call.names])
+        else:
+            out = call(model, tensors)
+    return all_outputs_flat(out, len(next(iter(tensors.values()))))
+
+
+def assemble(model, program, plan, tgt, ds, ref_inputs, ref_out, tol, oov_rows, declared=None,
+             reproducible=False) -> tuple[dict, dict]:
+    """Manifest (without metrics) and members of the bundle for a program."""
+    spec = apply_declared(derive_input_spec(program, ds.inputs, ds.vocab, ds.meta, oov_rows), declared, ds.inputs)
+    params, consts, members = program_members(program)
+    ref_manifest, ref_members = reference_members(ref_inputs, ref_out)
+    manifest = {
+        "model": {"class": type(model).__name__, "task": ds.task,
+                  "output": metric_head(program)["form"] if program.outputs else "logit",
+                  "outputs": program.outputs, "metric_output": program.metric_output,
+                  "call": program.call.to_dict() if program.call is not None else None},
+        "inputs": spec,
+        "graph": program.graph,
+        "params": params,
+        "constants": consts,
+        "reference": {**ref_manifest, "tolerance": tol},
+        "target": {"name": tgt.name, "backends": list(tgt.backends), "arch": tgt.arch},
+        "plan": [c.to_dict() for c in plan],
+        "provenance": provenance(model, plan, reproducible=reproducible),
+    }
+    return manifest, {**members, **ref_members}
+
+
+def metrics_block(before, after, fp32_bytes, param_bytes, parity, vs_source, roles, latency, latency_source,
+                  lat_batch, by_backend) -> dict:
+    """manifest["metrics"]: figures on test rows, parity, fidelity, latency estimates (per backend)."""
+    return {"host": {"before": before, "after": after, "fp32_param_bytes": fp32_bytes, "param_bytes": param_bytes,
+                     "parity": parity, "vs_source": vs_source, "data_roles": roles},
+            "latency_estimate_s": latency, "latency_model": latency_source,
+            "latency_by_backend": by_backend, "latency_batch": int(lat_batch)}
+
+
+def placeholder_metrics(before, fp32_bytes, param_bytes, roles, *, backends, batches, lat_batch, source_chars,
+                        reference_values, fidelity_rows) -> dict:
+    """The metrics block with the longest float in every measured place: search-time sizes are
+    an upper bound of the numpy bundle written later (its manifest carries these figures)."""
+    after = {k: (LONG if isinstance(v, float) else v) for k, v in before.items()}
+    diff = {"rows": fidelity_rows, "max_abs_diff": LONG, "mean_abs_diff": LONG}
+    source = "x" * source_chars
+    return metrics_block(
+        before, after, fp32_bytes, param_bytes,
+        {"backend": "numpy", "max_abs_diff": LONG, "tolerance": LONG, "ok": False, "n": reference_values},
+        {b: diff for b in backends}, roles, {str(b): LONG for b in batches}, source, lat_batch,
+        {b: {"source": source, "model": source, "s": {str(x): LONG for x in batches}} for b in backends})
