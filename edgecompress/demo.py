@@ -15,17 +15,26 @@ DEMO_VOCAB = (40000, 20000, 10000, 5000, 2000, 1000, 500, 100)
 
 def run_demo(target: str = "raspberry-pi-4", out_dir="out/demo", json_out=None, board=None,
              rows: int = 200_000, epochs: int = 2, iters: int = 200, progress: bool = True,
-             log=print) -> dict:
+             log=print, *, min_seconds: float = 0.5, cooldown_s: float = 2.0, rerun: bool = True,
+             cores: str | None = None, force: bool = False) -> dict:
+    """``board`` None: this machine stands in for ``target`` (said so in the table; bundles of
+    another architecture run on it as a stand-in). A board given must be able to be ``target``
+    (its architecture; ``force`` overrides), checked before anything is trained."""
     from .compile import compile
     from .data import synthetic_ctr
+    from .deploy.agreement import check_target, profile_target
     from .deploy.local import LocalBoard
     from .models.zoo import model_for_data
     from .train import train
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    stand_in = board is None
     board = board or LocalBoard()
     t_start = time.perf_counter()
+    agreement = check_target(None, board, force=force or stand_in, target=profile_target(target))
+    for w in agreement["warnings"]:
+        log(f"warning: {w}" if not stand_in else f"note: this machine stands in for {target}: {w}")
 
     log(f"[1/5] synthetic click data: {rows:,} rows, {len(DEMO_VOCAB)} categorical fields")
     data = synthetic_ctr(n=rows, vocab_sizes=DEMO_VOCAB, seed=0)
@@ -55,12 +64,14 @@ def run_demo(target: str = "raspberry-pi-4", out_dir="out/demo", json_out=None, 
     install = board.install_runtime(progress=lambda m: log(f"      {m}"))
 
     log(f"[5/5] benchmarking both bundles on '{board.name}' ({iters} timed runs per batch size)")
-    benches = {name: board.bench(res.path, batches=(1, 256), iters=iters)
+    benches = {name: board.bench(res.path, batches=(1, 256), iters=iters, min_seconds=min_seconds,
+                                 cooldown_s=cooldown_s, rerun=rerun, cores=cores, force=force or stand_in,
+                                 progress=lambda m: log(f"      {m}"))
                for name, res in (("fp32", fp32), ("compressed", compressed))}
 
     result = {
         "target": target, "board": board.name, "rows": rows, "train_seconds": train_s,
-        "train_history": history, "install": install,
+        "train_history": history, "install": install, "stand_in": stand_in, "target_check": agreement,
         "bundles": {name: {"compile": res.summary(), "bench": benches[name]}
                     for name, res in (("fp32", fp32), ("compressed", compressed))},
         "chosen_plan": compressed.search.chosen.state.describe(),
@@ -77,6 +88,11 @@ def run_demo(target: str = "raspberry-pi-4", out_dir="out/demo", json_out=None, 
     return result
 
 
+def _cell(row: dict, digits: int) -> str:
+    flag = "" if row.get("verdict", "stable") == "stable" else f" {row['verdict'].upper()}"
+    return f"{row['p50_ms']:.{digits}f} / {row['p99_ms']:.{digits}f}{flag}"
+
+
 def format_demo_table(result: dict) -> str:
     from .cli.output import render, table
     rows = []
@@ -84,9 +100,7 @@ def format_demo_table(result: dict) -> str:
         c, bench = b["compile"], b["bench"]
         lat = {r["batch"]: r for r in bench["latency"]}
         rows.append([name, f"{c['size_bytes'] / 1e6:.2f} MB", f"{c['metrics_after']['auc']:.4f}",
-                     f"{c['metrics_after']['logloss']:.4f}",
-                     f"{lat[1]['p50_ms']:.3f} / {lat[1]['p99_ms']:.3f}",
-                     f"{lat[256]['p50_ms']:.2f} / {lat[256]['p99_ms']:.2f}",
+                     f"{c['metrics_after']['logloss']:.4f}", _cell(lat[1], 3), _cell(lat[256], 2),
                      f"{bench['peak_rss_mb']:.0f} MiB", f"{bench['parity']['max_abs_diff']:.1e}"])
     head = ["bundle", "size", "AUC", "log-loss", "b=1 p50/p99 ms", "b=256 p50/p99 ms", "peak RSS", "parity"]
     lines = [render(table(head, rows, right=tuple(head[1:])))]
@@ -94,9 +108,34 @@ def format_demo_table(result: dict) -> str:
     lines.append("")
     lines.append(f"compressed/fp32 size: {result['size_ratio'] * 100:.1f} %   "
                  f"AUC change (compressed - fp32): {-result['auc_drop']:+.4f}   target profile: {result['target']}")
+    lines += speed_lines(result)
     lines.append(f"compressed plan: {result.get('chosen_plan', '')}")
     lines.append(f"latency and RSS measured on board '{result['board']}': {sys_['cpu_model']} ({sys_['machine']}), "
                  f"numpy {sys_['numpy']}, backend {next(iter(result['bundles'].values()))['bench']['backend']}")
     if result["board"] == "local":
         lines.append(f"(this machine stands in for {result['target']}: these are not {result['target']} timings)")
     return "\n".join(lines)
+
+
+def speed_lines(result: dict) -> list[str]:
+    """compressed vs fp32 p50 per batch size, only where both runs are stable; else why not."""
+    b = result["bundles"]
+    if "fp32" not in b or "compressed" not in b:
+        return []
+    lat = {n: {r["batch"]: r for r in b[n]["bench"]["latency"]} for n in ("fp32", "compressed")}
+    parts, why = [], []
+    for batch in sorted(set(lat["fp32"]) & set(lat["compressed"])):
+        f, c = lat["fp32"][batch], lat["compressed"][batch]
+        bad = [(n, r) for n, r in (("fp32", f), ("compressed", c)) if r.get("verdict", "stable") != "stable"]
+        if bad:
+            parts.append(f"b={batch} not compared")
+            why += [f"{n} b={batch} {r['verdict']}: " + "; ".join(x["text"] for x in r.get("reasons", [])
+                                                                   if x["severity"] != "note")
+                    for n, r in bad]
+        else:
+            parts.append(f"b={batch} {f['p50_ms'] / c['p50_ms']:.2f}x")
+    out = ["speed-up of compressed over fp32 (p50): " + ", ".join(parts)]
+    if why:
+        out.append("NOT STABLE, so no speed-up is claimed there (re-run on a quiet board, see --cooldown): "
+                   + " | ".join(why))
+    return out

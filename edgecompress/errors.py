@@ -13,8 +13,8 @@ __all__ = ["EdgecompressError", "TargetError", "LatencyTableError", "DataError",
            "UnsupportedOpError", "BudgetError", "DeployError", "InventoryError", "UnreachableError",
            "NoBannerError", "HostKeyError", "UnknownHostError", "AuthError", "ConnectionLostError",
            "RemoteTimeoutError", "RemoteCommandError", "DiskFullError", "SignatureError", "ParityError",
-           "FarmError", "RuntimeErrorBase", "BundleError", "InputError", "BackendError", "ERRORS", "EXIT_CODES",
-           "exit_code"]
+           "FarmError", "AgreementError", "RuntimeErrorBase", "BundleError", "InputError", "BackendError", "ERRORS",
+           "EXIT_CODES", "exit_code"]
 
 
 class EdgecompressError(Exception):
@@ -117,6 +117,10 @@ class FarmError(DeployError):
     """Some farm jobs failed (their results and errors are in farm.json)."""
 
 
+class AgreementError(DeployError):
+    """The bundle was compiled for a target the board cannot be (architecture); ``--force`` overrides."""
+
+
 # The one table of exit codes (docs/cli.md lists it). A class not named here takes its
 # nearest listed base's code. 0 is success, 1 an unexpected crash (a bug: a traceback),
 # 2 also argparse's code for a bad command line, 130 an interrupt (Ctrl-C).
@@ -138,6 +142,7 @@ EXIT_CODES: dict[type[BaseException], int] = {  # flat table
     SignatureError: 21,
     ParityError: 22,
     FarmError: 23,
+    AgreementError: 24,
 }
 
 # Everything the CLI reports as one line and an exit code (anything else is a bug: a traceback).

@@ -650,7 +650,8 @@ def board_state(board: Board) -> dict:
     return {"versions": versions, "incomplete": incomplete, "corrupt": bad,
             "current": os.readlink(cur) if cur.is_symlink() else None, "staging": staging,
             "stray": sorted(p.name for p in w.iterdir() if p.name not in
-                            {"versions", "bundles", "blobs", "current", "bin", ".incoming", ".filler"})
+                            {"versions", "bundles", "blobs", "current", "bin", ".incoming", ".filler", ".lock",
+                             "pins"})
             if w.is_dir() else []}
 
 

@@ -196,3 +196,119 @@ def test_bench_run_wraps_the_runtime_bench_with_facts(bundles, tmp_path, capsys)
     rc, line = _stdout_json(bench_run.main, [json.dumps({**args, "bundle": str(tmp_path / "missing.ecb"),
                                                          "facts": False})])
     assert rc == 0 and line["rc"] != 0 and line["result"] is None and "uname" not in line["before"]
+
+
+# ---------------------------------------------------------------------------- concurrent deploys (issue 13)
+
+def _hold_lock(work: Path, seconds: float = 60) -> subprocess.Popen:
+    """A real process holding the board's install lock (as another deploy's install would)."""
+    code = ("import sys, time; from edgecompress_runtime.board.install import board_lock\n"
+            "with board_lock(sys.argv[1], 5, 'installing runtime other', 'laptop pid 42'):\n"
+            "    print('held', flush=True); time.sleep(float(sys.argv[2]))\n")
+    p = subprocess.Popen([sys.executable, "-c", code, str(work), str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
+def test_install_waits_for_the_board_lock_and_names_its_holder(tmp_path):
+    work = tmp_path / "w"
+    for d in ("blobs", "bundles", ".incoming"):
+        (work / d).mkdir(parents=True)
+    _fake_version(work, "v1", [], 100)
+    arg = {"work": str(work), "vid": "v1", "python": sys.executable, "pid": 1, "token": "t", "wheels": [],
+           "requirements": [], "offline": True, "python_version": "3", "keep_versions": 2, "lock_timeout": 0.4}
+    holder = _hold_lock(work)
+    try:
+        t0 = time.monotonic()
+        out = install.install(arg)
+        waited = time.monotonic() - t0
+        assert out["error"] == "lock" and 0.4 <= waited < 5 and out["waited_s"] >= 0.4
+        h = out["holder"]
+        assert h["pid"] == holder.pid and h["client"] == "laptop pid 42" and h["what"] == "installing runtime other"
+        assert abs(h["since"] - time.time()) < 60 and h["host"]
+        assert not (work / "current").exists()                  # nothing was changed
+        # the holder waits its turn too: a second taker times out while the first one holds it
+        with pytest.raises(install.LockBusy):
+            with install.board_lock(str(work), 0.1, "x"):
+                pass
+    finally:
+        holder.kill()          # a dead holder's lock is dropped by the kernel
+        holder.wait()
+    out = install.install({**arg, "lock_timeout": 5})
+    assert "error" not in out and os.readlink(work / "current") == "versions/v1" and out["lock_wait_s"] < 5
+    assert (work / ".lock").read_text() == ""                   # released: no holder recorded
+
+
+def test_clean_up_keeps_pinned_current_and_running_versions(tmp_path):
+    import shutil
+    work = tmp_path / "w"
+    for d in ("blobs", "bundles", ".incoming"):
+        (work / d).mkdir(parents=True)
+    for i, vid in enumerate(["pinned", "deadpin", "running", "old", "cur", "new"]):
+        _fake_version(work, vid, [["a.whl", f"s-{vid}"]], 600 - 100 * i)
+        (work / "blobs" / f"s-{vid}").write_bytes(b"w")
+    os.utime(work / "blobs" / "s-old", (time.time() - 7200, time.time() - 7200))
+    install.switch_current(str(work), "cur", 1, "t")
+    # a live SSH session (a process named sshd) pinned "pinned"; the session that pinned "deadpin" ended
+    fake_sshd = tmp_path / "sshd"
+    shutil.copy(shutil.which("sleep"), fake_sshd)
+    session = subprocess.Popen([str(fake_sshd), "60"])
+    # a process started from the "running" version's venv
+    py = work / "versions" / "running" / "venv" / "bin" / "python"
+    py.unlink()
+    py.symlink_to(sys.executable)
+    user = subprocess.Popen([str(py), "-c", "import time; time.sleep(60)"])
+    try:
+        time.sleep(0.2)
+        install.pin(str(work), "pinned", session.pid, "tok")
+        install.pin(str(work), "deadpin", 999999999, "tok")
+        assert install.pinned(str(work)) == {"pinned"}
+        assert os.listdir(work / "pins") == [f"{session.pid}.tok.pinned"]        # the dead session's pin is gone
+        install.pin(str(work), "deadpin", 999999999, "tok")
+        removed = install.collect_garbage(str(work), "new", 1, blob_grace_s=3600)
+        assert sorted(removed) == ["deadpin", "old"]
+        assert sorted(p.name for p in (work / "versions").iterdir()) == ["cur", "new", "pinned", "running"]
+        # wheels of removed versions go unless uploaded within the grace period (another deploy's)
+        assert not (work / "blobs" / "s-old").exists() and (work / "blobs" / "s-deadpin").exists()
+        # a new pin by the same session replaces its old one
+        install.pin(str(work), "new", session.pid, "tok")
+        assert install.pinned(str(work)) == {"new"}
+    finally:
+        for p in (session, user):
+            p.kill()
+            p.wait()
+    # the session ended and the process exited: nothing keeps those two any more
+    assert sorted(install.collect_garbage(str(work), "new", 1)) == ["pinned", "running"]
+    assert sorted(p.name for p in (work / "versions").iterdir()) == ["cur", "new"]
+
+
+def test_install_reports_wheels_another_deploy_removed(tmp_path):
+    work = tmp_path / "w"
+    for d in ("blobs", "bundles", ".incoming"):
+        (work / d).mkdir(parents=True)
+    (work / "blobs" / "s-here").write_bytes(b"w")
+    os.utime(work / "blobs" / "s-here", (1, 1))
+    out = install.install({"work": str(work), "vid": "v", "python": sys.executable, "pid": 1, "token": "t",
+                           "wheels": [["a.whl", "s-here"], ["b.whl", "s-gone"]], "requirements": [],
+                           "offline": True, "python_version": "3", "keep_versions": 2})
+    assert out["error"] == "missing_blobs" and out["missing"] == ["s-gone"] and not out["enospc"]
+    assert time.time() - (work / "blobs" / "s-here").stat().st_mtime < 60     # touched: kept by clean-ups
+    assert not (work / "versions").exists() and os.listdir(work / ".incoming") == []
+
+
+def test_prune_keeps_a_bundle_a_running_process_uses(tmp_path):
+    d = tmp_path / "bundles"
+    d.mkdir()
+    now = time.time()
+    for i, name in enumerate(["busy.ecb", "old.ecb", "new.ecb"]):
+        (d / name).write_bytes(b"x")
+        os.utime(d / name, (now - 100 + i, now - 100 + i))
+    bench = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                              json.dumps({"bundle": str(d / "busy.ecb")})])
+    try:
+        time.sleep(0.1)
+        assert prune.prune({"work": str(tmp_path), "keep": 1, "protect": []}) == ["old.ecb"]
+    finally:
+        bench.kill()
+        bench.wait()
+    assert prune.prune({"work": str(tmp_path), "keep": 1, "protect": []}) == ["busy.ecb"]

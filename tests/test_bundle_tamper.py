@@ -394,3 +394,120 @@ def test_error_messages_stay_one_short_line(bundles, tmp_path):
 def test_bundles_are_written_readable_by_others(bundles):
     import stat
     assert stat.S_IMODE(bundles["int8"].path.stat().st_mode) == 0o644
+
+
+# ---------------------------------------------------------------- manifest schema (issue 13)
+
+def _rebuilt(src, dst, change):
+    """A malicious author's bundle: ``change(manifest, members)`` edits, hashes recomputed."""
+    from fuzz_mutants import build, members_of
+    man, mem = members_of(src)
+    change(man, mem)
+    dst.write_bytes(build(man, mem))
+    return dst
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda m, a: m["params"][sorted(m["params"])[0]].update(bits=3),
+     r'manifest\.params\["[^"]+"\]\.bits: 3 not in \{32\}'),
+    (lambda m, a: m["params"][sorted(m["params"])[0]].update(kind="fp64"), r"\.kind: 'fp64' not in"),
+    (lambda m, a: m["params"][sorted(m["params"])[0]].update(shape=[-1, 4]), r"\.shape\[0\]: -1 not in 0\.\."),
+    (lambda m, a: m["params"][sorted(m["params"])[0]].update(shape=[2 ** 30, 2 ** 30]),
+     r"\.shape: declares 1152921504606846976 elements, above"),
+    (lambda m, a: m["graph"]["nodes"][3]["args"].insert(0, {"v": "nowhere"}),
+     r"manifest\.graph\.nodes\[3\]\.args\[0\]\.v: 'nowhere' is not a value defined before this node"),
+    (lambda m, a: m["graph"]["nodes"][0]["args"].append({"p": "x", "v": "y"}), r"a reference must be one of"),
+    (lambda m, a: m["graph"].update(outputs=["nowhere"]), r"manifest\.graph\.outputs\[0\]: 'nowhere' is not"),
+    (lambda m, a: m["inputs"][0].update(dtype="object"), r"manifest\.inputs\[0\]\.dtype: 'object' not in"),
+    (lambda m, a: m["inputs"][0].update(shape=[None, 2 ** 40]), r"manifest\.inputs\[0\]\.shape\[1\]: .* not in"),
+    (lambda m, a: m.update(max_batch=0), r"manifest\.max_batch: 0 not in 1\.\."),
+    (lambda m, a: m.update(plan=5), r"manifest\.plan: must be a list"),
+    (lambda m, a: m["reference"].update(tolerance="big"), r"manifest\.reference\.tolerance"),
+    (lambda m, a: m.pop("model"), r"manifest\.model: is missing"),
+    (lambda m, a: m["model"].update(note="x" * 5000), r"a string of 5000 characters"),
+])
+def test_manifest_schema_names_the_field(bundles, tmp_path, change, match):
+    bad = _rebuilt(bundles["fp32"].path, tmp_path / "schema.ecb", change)
+    with pytest.raises(ecr.BundleError, match=match) as e:
+        ecr.load(bad)
+    assert "\n" not in str(e.value) and len(str(e.value)) < 400
+
+
+def test_rowwise_bits_must_be_2_4_or_8(bundles, tmp_path):
+    def change(m, a):
+        name = next(n for n, p in m["params"].items() if p["kind"] == "rowwise")
+        m["params"][name]["bits"] = 3
+    bad = _rebuilt(bundles["int8"].path, tmp_path / "bits.ecb", change)
+    with pytest.raises(ecr.BundleError, match=r'manifest\.params\["[^"]+"\]\.bits: 3 not in \{2, 4, 8\}'):
+        ecr.load(bad)
+
+
+def test_remap_out_of_range_is_refused_at_load(bundles, tmp_path):
+    from edgecompress_runtime.bundle_writer import npy_bytes
+
+    def change(m, a):
+        name = next(n for n, p in m["params"].items() if p.get("role") == "embedding" or n.startswith("emb"))
+        a["arrays/remap.npy"] = npy_bytes(np.full(m["params"][name]["shape"][0], 10 ** 9, np.int32))
+        m["params"][name]["members"]["remap"] = "arrays/remap.npy"
+    bad = _rebuilt(bundles["fp32"].path, tmp_path / "remap.ecb", change)
+    with pytest.raises(ecr.BundleError, match=r'\.members\["remap"\]: values must be in 0\.\.'):
+        ecr.load(bad)
+
+
+# ---------------------------------------------------------------- bounded execution (issue 13)
+
+_ATTACK = [{"op": "sum", "args": [{"v": "@OUT"}], "out": "z0"},
+           {"op": "reshape", "args": [{"v": "z0"}, [1, 1, 1]], "out": "z1"},
+           {"op": "expand", "args": [{"v": "z1"}, [1, 8192, 8192]], "out": "z2"},
+           {"op": "bmm", "args": [{"v": "z2"}, {"v": "z2"}], "out": "z3"},
+           {"op": "bmm", "args": [{"v": "z3"}, {"v": "z2"}], "out": "z4"},
+           {"op": "bmm", "args": [{"v": "z4"}, {"v": "z2"}], "out": "z5"}]
+
+
+def test_the_expand_bmm_graph_attack_is_refused_at_load_without_allocating(bundles, tmp_path):
+    def change(m, a):
+        out = m["graph"]["outputs"][0]
+        m["graph"]["nodes"] += json.loads(json.dumps(_ATTACK).replace("@OUT", out))
+    bad = _rebuilt(bundles["fp32"].path, tmp_path / "attack.ecb", change)
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    with pytest.raises(ecr.BundleError, match=r"graph node \d+ \(bmm -> 'z3'\) would need .* refused before running"):
+        ecr.load(bad)
+    seconds = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert seconds < 5 and peak < 64 << 20, (seconds, peak)
+
+
+def test_max_batch_is_enforced_and_overridable(bundles, tmp_path):
+    m = ecr.load(bundles["fp32"].path)
+    assert m.max_batch == 65536 and m.bounds.source == "default"
+    assert 0 < m.bounds.peak_bytes <= m.bounds.limit_bytes
+    inputs, _ = m.reference()
+    small = ecr.load(bundles["fp32"].path, max_batch=8)
+    assert small.max_batch == 8 and small.bounds.source == "caller"
+    n = len(next(iter(inputs.values())))
+    assert n > 8
+    with pytest.raises(ecr.InputError, match=f"a batch of {n} rows is above this model's max_batch of 8"):
+        small.predict(inputs)
+    part = {k: v[:8] for k, v in inputs.items()}
+    np.testing.assert_array_equal(small.predict(part), m.predict(part))
+    # the manifest's max_batch applies when the caller gives none
+    bad = _rebuilt(bundles["fp32"].path, tmp_path / "mb.ecb", lambda man, a: man.update(max_batch=4))
+    assert ecr.load(bad).max_batch == 4 and ecr.load(bad, max_batch=16).max_batch == 16
+    with pytest.raises(ecr.InputError, match="max_batch must be a positive integer"):
+        ecr.load(bundles["fp32"].path, max_batch=0)
+
+
+def test_a_max_batch_beyond_the_limits_is_refused_naming_them(bundles, monkeypatch):
+    from edgecompress_runtime import bounds
+    m = ecr.load(bundles["fp32"].path, max_batch=1024)
+    per_row = m.bounds.peak_bytes // 1024
+    monkeypatch.setenv(bounds.ENV_MAX_PEAK_BYTES, str(per_row * 2048))
+    assert ecr.load(bundles["fp32"].path).max_batch < 65536          # the default shrinks to fit
+    with pytest.raises(ecr.BundleError, match=r"at max_batch 65536 \(from the caller\).*EDGECOMPRESS_RUNTIME_MAX_PEAK"
+                                              r"_BYTES.*the largest batch within them is \d+"):
+        ecr.load(bundles["fp32"].path, max_batch=65536)
+    monkeypatch.setenv(bounds.ENV_MAX_FLOPS, "1000")
+    with pytest.raises(ecr.BundleError, match="FLOPs"):
+        ecr.load(bundles["fp32"].path)

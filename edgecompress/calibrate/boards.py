@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..deploy.board import Board
 from ..deploy.local import LocalBoard
-from ..deploy.wheels import cache_dir
+from ..cache import cache_dir
 
 
 def app_runtimes_board(root=None, progress=print):

@@ -52,10 +52,10 @@ def model_target(table: dict) -> str:
 
 def app_backends(table: dict) -> list[str]:
     """App backends to calibrate: installed on the board (``backends_installed``) and exportable here."""
-    from ..export.artifacts import FORMATS, _REQUIRES
-    from edgecompress_runtime.backends import installed
+    from ..export.artifacts import available_formats
     on_board = table.get("backends_installed") or []
-    return [b for b in APP_BACKENDS if b in on_board and b in FORMATS and all(installed(m) for m in _REQUIRES[b])]
+    exportable = [f for f, missing in available_formats().items() if missing is None]
+    return [b for b in APP_BACKENDS if b in on_board and b in exportable]
 
 
 def bench_plans(board, vm, progs, tgt, batches, warmup, iters, repeat, out_dir, reuse, skipped, progress,

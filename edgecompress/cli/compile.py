@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from ..errors import DataError, EdgecompressError
-from .options import add_output_args, add_ssh_args, add_verb, board_from_args, latency, size_with_unit
+from .options import (add_output_args, add_ssh_args, add_stability_args, add_verb, board_from_args, latency,
+                      size_with_unit)
 from .output import console, print_table, say_log, status, toolchain_log
 
 __all__ = ["add_parsers", "load_factory"]
@@ -21,12 +22,19 @@ def add_parsers(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the profiles as JSON")
     p.set_defaults(fn=targets_cmd)
     _add_compile(sub)
-    p = add_verb(sub, "package", "write what an Android / iOS app needs from a bundle (artifact, typed input "
-                                 "spec, id maps, integration note)", """
-  edgecompress package dlrm.ecb --android app/src/main/assets/dlrm --ios ios/Resources/dlrm""")
+    p = add_verb(sub, "package", "write what an Android / iOS app needs from a bundle (artifacts, typed input "
+                                 "spec, id maps, dense statistics, Kotlin / Swift code, integration note)", """
+  edgecompress package dlrm.ecb --android app/src/main/assets/dlrm --ios ios/Resources/dlrm
+  edgecompress package dlrm.ecb --android out/android --formats litert
+  edgecompress package dlrm.ecb --android out/a --ios out/i --formats android:litert,ios:executorch""")
     p.add_argument("bundle", help="a bundle compiled with --formats including litert and/or executorch")
     p.add_argument("--android", metavar="DIR", help="write the Android package here")
     p.add_argument("--ios", metavar="DIR", help="write the iOS package here")
+    p.add_argument("--formats", metavar="LIST", default=None,
+                   help="app artifacts to ship: litert, executorch, or per platform android:litert,ios:executorch "
+                        "(default: every one the bundle carries)")
+    p.add_argument("--kotlin-package", default="edgecompress.generated", metavar="NAME",
+                   help="the Kotlin package of the generated sources (default: %(default)s)")
     p.set_defaults(fn=package_cmd)
 
 
@@ -41,6 +49,10 @@ def _add_demo(sub) -> None:
     p.add_argument("--rows", type=int, default=200_000, help="synthetic rows (default 200000)")
     p.add_argument("--epochs", type=int, default=2, help="training epochs (default 2)")
     p.add_argument("--iters", type=int, default=200, help="timed runs per batch size (default 200)")
+    g = p.add_argument_group("benchmark")
+    add_stability_args(g)
+    g.add_argument("--force", action="store_true",
+                   help="with --device: run although the board's architecture differs from --target's")
     add_output_args(p)
     add_ssh_args(p)
     p.set_defaults(fn=demo_cmd)
@@ -99,7 +111,9 @@ def demo_cmd(args) -> int:
     try:
         with toolchain_log("demo", args.verbose) as log:
             run_demo(target=args.target, out_dir=args.out, json_out=args.json, rows=args.rows,
-                     epochs=args.epochs, iters=args.iters, progress=not args.quiet, board=board)
+                     epochs=args.epochs, iters=args.iters, progress=not args.quiet, board=board,
+                     min_seconds=args.min_seconds, cooldown_s=args.cooldown, rerun=args.rerun, cores=args.cores,
+                     force=args.force)
     finally:
         if board is not None:
             board.close()
@@ -121,7 +135,8 @@ def targets_cmd(args) -> int:
 
 def package_cmd(args) -> int:
     from ..export.app_package import package
-    written = package(args.bundle, android=args.android, ios=args.ios)
+    written = package(args.bundle, android=args.android, ios=args.ios, formats=args.formats,
+                      kotlin_package=args.kotlin_package)
     for platform, paths in written.items():
         print(f"{platform}: wrote {', '.join(paths)}")
     return 0

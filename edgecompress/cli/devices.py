@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..deploy.agreement import check_target
 from ..errors import EdgecompressError, FarmError, InventoryError
-from .options import (add_bench_args, add_ssh_args, add_verb, board_from_args, board_kwargs_from_args,
-                      inventory_from_args, settings_from_args, write_json)
+from .options import (add_bench_args, add_profile_args, add_ssh_args, add_verb, board_from_args,
+                      board_kwargs_from_args, inventory_from_args, profile_from_args, settings_from_args, write_json)
 
 __all__ = ["add_parsers"]
 
@@ -21,14 +22,19 @@ def add_parsers(sub) -> None:
     p.add_argument("--uninstall", action="store_true", help="remove edgecompress from the board instead")
     p.add_argument("--remove-trusted-keys", action="store_true", help="with --uninstall: also forget signing keys")
     p.add_argument("--json", help="write what was done to this JSON file")
+    p.add_argument("--force", action="store_true",
+                   help="deploy a bundle compiled for a target of another architecture than the board's")
     p.set_defaults(fn=deploy_cmd)
 
     p = add_verb(sub, "bench", "benchmark a bundle on a board over SSH (deploys it if needed)", """
   edgecompress bench dlrm.ecb --device pi@raspberrypi.local
-  edgecompress bench dlrm.ecb --device pi@raspberrypi.local --repeat 3 --cooldown 10 --json bench.json""")
+  edgecompress bench dlrm.ecb --device pi@raspberrypi.local --repeat 3 --cooldown 10 --json bench.json
+  edgecompress bench dlrm.ecb --device pi@raspberrypi.local --profile --top 5     # where the time goes
+  edgecompress bench dlrm.ecb --device local --profile                            # this machine as a board""")
     p.add_argument("bundle")
     add_ssh_args(p)
     add_bench_args(p)
+    add_profile_args(p)
     p.add_argument("--json", help="write every number to this JSON file")
     p.set_defaults(fn=bench_cmd)
     _add_farm(sub)
@@ -61,6 +67,13 @@ def _add_farm(sub) -> None:
     p.set_defaults(fn=farm_cmd)
 
 
+def bench_kwargs_from_args(args) -> dict:
+    """Board.bench's settings from the benchmark options (bench and farm)."""
+    return dict(batches=args.batch, warmup=args.warmup, iters=args.iters, backend=args.backend,
+                timeout_s=args.timeout, repeat=args.repeat, cooldown_s=args.cooldown, min_seconds=args.min_seconds,
+                cores=args.cores, rerun=args.rerun, force=args.force)
+
+
 def deploy_cmd(args) -> int:
     if args.remove_trusted_keys and not args.uninstall:
         raise EdgecompressError("--remove-trusted-keys goes with --uninstall")
@@ -78,7 +91,11 @@ def deploy_cmd(args) -> int:
                   f"{board.conn.label} ({rep['seconds']:.1f} s)")
             out.append(rep)
         for b in args.bundles:
+            check = check_target(b, board, force=args.force)
+            for w in check["warnings"]:
+                print(f"warning: {w}")
             rep = board.deploy(b, progress=print)
+            rep["target_check"] = check
             rt = rep["runtime"]
             print(f"{Path(b).name} -> {board.conn.label}:{rep['remote_path']} "
                   f"({'uploaded' if rep['bundle_uploaded'] else 'already there'}; "
@@ -92,12 +109,12 @@ def deploy_cmd(args) -> int:
 
 def bench_cmd(args) -> int:
     from edgecompress_runtime.bench import format_table
-    with board_from_args(args) as board:
-        res = board.bench(args.bundle, batches=args.batch, warmup=args.warmup, iters=args.iters,
-                          backend=args.backend, timeout_s=args.timeout, repeat=args.repeat,
-                          cooldown_s=args.cooldown, progress=print)
+    with _bench_board(args) as board:
+        res = board.bench(args.bundle, progress=print, profile=profile_from_args(args), **bench_kwargs_from_args(args))
     f = res["board"]
     print(format_table(res))
+    if res.get("profile"):
+        _print_profile(res["profile"], args.top)
     print(f"board {res['device']['name']} ({res['device']['address']}): {f.get('cpu_model')} ({f.get('machine')}), "
           f"{f.get('cores')} cores, governor {', '.join(f.get('governors') or ['n/a'])}, Python {f.get('python')}, "
           f"numpy {f.get('packages', {}).get('numpy')}")
@@ -113,6 +130,25 @@ def bench_cmd(args) -> int:
         write_json(args.json, res)
         print(f"full results: {args.json}")
     return 0
+
+
+def _bench_board(args):
+    """``--device local`` (without --inventory): this machine as a board (LocalBoard); else over SSH."""
+    if args.device == "local" and not args.inventory:
+        from ..deploy.local import LocalBoard
+        return LocalBoard()
+    return board_from_args(args)
+
+
+def _print_profile(prof: dict, top: int) -> None:
+    from edgecompress_runtime.profile import format_profile
+    est = prof.get("estimate")
+    print(format_profile(prof, top=top, estimates=est))
+    if prof.get("estimate_error"):
+        print(f"  (no latency-model estimate: {prof['estimate_error']})")
+    elif est:
+        print(f"  the latency model's total at batch {est['batch']}: {est['total_ms']:.3f} ms "
+              f"(measured whole model p50 {prof['whole_p50_ms']:.3f} ms)")
 
 
 def farm_cmd(args) -> int:
@@ -131,8 +167,7 @@ def farm_cmd(args) -> int:
     out_dir = Path(args.out)
     farm = Farm(devices, args.bundles, settings, parallel=args.parallel, retries=args.retries,
                 backoff_s=args.backoff, out_dir=out_dir,
-                bench_kwargs=dict(batches=args.batch, warmup=args.warmup, iters=args.iters, timeout_s=args.timeout,
-                                  repeat=args.repeat, cooldown_s=args.cooldown),
+                bench_kwargs=bench_kwargs_from_args(args),
                 board_kwargs=board_kwargs_from_args(args))
     report = farm.run()
     print()

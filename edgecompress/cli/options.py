@@ -16,9 +16,10 @@ from edgecompress_runtime.cli import batch_sizes   # one parser for "1,64,256" o
 from ..errors import InventoryError
 from ..targets import parse_latency, parse_size
 
-__all__ = ["add_verb", "add_ssh_args", "add_bench_args", "add_output_args", "batch_sizes", "size_with_unit",
-           "latency", "settings_from_args", "inventory_from_args", "board_from_args", "board_kwargs_from_args",
-           "write_json"]
+__all__ = ["add_verb", "add_ssh_args", "add_bench_args", "add_profile_args", "profile_from_args",
+           "add_stability_args", "add_output_args", "batch_sizes",
+           "size_with_unit", "latency", "settings_from_args", "inventory_from_args", "board_from_args",
+           "board_kwargs_from_args", "write_json"]
 
 SIZE_UNITS = "B, KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024)"
 _BARE_NUMBER = re.compile(r"\s*[0-9][0-9_.]*\s*")
@@ -102,7 +103,43 @@ def add_bench_args(p) -> None:
     g.add_argument("--iters", type=int, default=200, help="timed runs per batch size (default 200)")
     g.add_argument("--backend", default="auto", help="runtime backend on the board (default auto)")
     g.add_argument("--repeat", type=int, default=1, help="benchmark N times (default 1)")
-    g.add_argument("--cooldown", type=float, default=0.0, help="seconds to rest between repeats")
+    add_stability_args(g)
+    g.add_argument("--force", action="store_true",
+                   help="benchmark a bundle compiled for a target of another architecture than the board's")
+
+
+def add_profile_args(p) -> None:
+    """``bench --profile``: the on-device op profile (edgecompress_runtime/profile.py)."""
+    g = p.add_argument_group("op profile")
+    g.add_argument("--profile", action="store_true",
+                   help="also time every node of the numpy graph on the board (median per node), by op and by "
+                        "layer, next to the latency model's estimate")
+    g.add_argument("--profile-batch", type=int, help="batch size of the profile (default: the largest --batch)")
+    g.add_argument("--profile-runs", type=int, default=100, help="profiled runs (default 100)")
+    g.add_argument("--top", type=int, default=10, help="ops and layers to print (default 10)")
+
+
+def profile_from_args(args) -> dict | None:
+    """Board.bench's ``profile=`` from the --profile options (None without --profile)."""
+    if not getattr(args, "profile", False):
+        return None
+    out = {"runs": args.profile_runs}
+    if args.profile_batch:
+        out["batch"] = args.profile_batch
+    return out
+
+
+def add_stability_args(g) -> None:
+    """How long each batch size runs, pinning, and the cooldown and re-run of noisy runs
+    (bench, farm and demo)."""
+    g.add_argument("--min-seconds", type=float, default=0.5,
+                   help="time each batch size at least this long, besides --iters runs (default 0.5; "
+                        "MLPerf-style: --iters 1024 --min-seconds 60)")
+    g.add_argument("--cooldown", type=float, default=2.0,
+                   help="seconds to rest between repeats and before re-running a noisy run (default 2)")
+    g.add_argument("--no-rerun", dest="rerun", action="store_false",
+                   help="do not re-run a run the machine made noisy or unusable (load, other processes, heat)")
+    g.add_argument("--cores", help="pin the benchmark on the board to big or little cores, or a list like 0-3")
 
 
 def settings_from_args(args):

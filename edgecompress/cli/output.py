@@ -12,6 +12,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from ..cache import cache_dir
+
 KEEP_LOGS = 50
 
 __all__ = ["console", "table", "render", "print_table", "status", "toolchain_log", "say_log", "log_dir"]
@@ -67,8 +69,7 @@ def status(message: str, stream=None, enabled: bool = True):
 
 
 def log_dir() -> Path:
-    base = os.environ.get("EDGECOMPRESS_CACHE", str(Path.home() / ".cache" / "edgecompress"))
-    return Path(base) / "logs"
+    return cache_dir() / "logs"
 
 
 @contextlib.contextmanager

@@ -123,7 +123,8 @@ def measure(req: CompileRequest, src: Source, chosen, ref_inputs, latency_model,
     # FIDELITY_ROWS rows, outputs in the same form (logit or probability)
     fid_inputs = {k: np.asarray(req.ds.inputs[k][:FIDELITY_ROWS]) for k in call.names}
     source_out = reference_outputs(req.model, fid_inputs, call)
-    vs_source = {"numpy": output_diff(runtime_model.predict_flat(fid_inputs), source_out, fid_inputs)}
+    vs_source = {"numpy": output_diff(in_chunks(runtime_model.predict_flat, fid_inputs, runtime_model.max_batch),
+                                      source_out, fid_inputs)}
     shipping = ["numpy"] + [f for f in app_formats if f not in chosen.dropped]
     by_backend = estimates_by_backend(program, req.target, latency_model.table, batches=req.batches,
                                       backends=shipping, profile=profile)
@@ -145,8 +146,20 @@ def measure(req: CompileRequest, src: Source, chosen, ref_inputs, latency_model,
 def _head_fn(runtime_model, program):
     """A runtime model's metric head as logits (what the metrics take)."""
     def predict(inputs):
-        return head_logits(runtime_model.predict(inputs), program.outputs, program.metric_output)
+        return in_chunks(lambda part: head_logits(runtime_model.predict(part), program.outputs, program.metric_output),
+                         inputs, runtime_model.max_batch)
     return predict
+
+
+def in_chunks(fn, inputs: dict, rows: int):
+    """``fn`` over at most ``rows`` rows at a time (the runtime refuses batches above its max_batch), joined."""
+    n = len(next(iter(inputs.values()))) if inputs else 0
+    if n <= rows:
+        return fn(inputs)
+    parts = [fn({k: v[s:s + rows] for k, v in inputs.items()}) for s in range(0, n, rows)]
+    if isinstance(parts[0], dict):
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return np.concatenate(parts)
 
 
 # --- the final bundle: artifacts, metrics, sizes ------------------------------------------------------
@@ -193,6 +206,9 @@ def with_artifacts(req: CompileRequest, src: Source, chosen, measured: Measured,
     if artifacts:
         manifest["artifacts"] = {a.format: {"member": a.member, **a.meta} for a in artifacts}
     members = {**measured.members, **{a.member: a.data for a in artifacts}}
+    if artifacts:       # raw-id maps and dense statistics for `edgecompress package` (export/app_data.py)
+        from ..export.app_data import app_members
+        members.update(app_members(manifest["inputs"], req.ds, req.train))
     return Final(manifest=manifest, members=members, model_bytes=model_bytes, vs_source=vs_source,
                  shipped=shipped, warnings=req.notes + warnings)
 

@@ -82,6 +82,20 @@ def _standardize(x: np.ndarray) -> np.ndarray:
     return ((x - x.mean()) / (x.std() + 1e-9)).astype(np.float32)
 
 
+def _norm_stats(dense: dict) -> dict:
+    """How _standardize maps each raw column: model value = (raw - mean) / std, missing raw -> fill."""
+    out: dict = {"rule": "(raw - mean) / std; a missing raw value counts as fill", "columns": list(dense),
+                 "mean": [], "std": [], "fill": []}
+    for v in dense.values():
+        x = np.asarray(v, dtype=np.float64)
+        fill = float(np.nanmean(x)) if np.isfinite(x).any() else 0.0
+        x = np.where(np.isfinite(x), x, fill)
+        out["mean"].append(float(x.mean()))
+        out["std"].append(float(x.std() + 1e-9))
+        out["fill"].append(fill)
+    return out
+
+
 def movielens_ctr(path=None, cache_dir=None, threshold: float = 4.0) -> Dataset:
     """CTR view: label = rating >= threshold.
 
@@ -121,7 +135,7 @@ def movielens_ctr(path=None, cache_dir=None, threshold: float = 4.0) -> Dataset:
     meta = {k: v for k, v in r.meta.items()}
     meta.update(
         field_names=list(fields), dense_names=list(dense), num_users=r.num_users, num_items=r.num_items,
-        label_rule=f"rating >= {threshold}",
+        label_rule=f"rating >= {threshold}", dense_norm={"dense": _norm_stats(dense)},
     )  # fmt: skip
     return Dataset(
         name="movielens-100k-ctr",

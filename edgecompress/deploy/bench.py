@@ -67,13 +67,57 @@ def check_parity(run: dict, expected_sha: str, label: str) -> None:
 
 
 def pick_median(runs: list[dict]) -> dict:
-    """The run whose first-batch p50 is the median (what a single number should show)."""
+    """The run whose first-batch p50 is the median (what a single number should show), over
+    the stable runs when there are any: a noisy run is never averaged in silently."""
     if len(runs) == 1:
         return runs[0]
-    order = sorted(runs, key=lambda r: r["latency"][0]["p50_ms"] if r.get("latency") else 0.0)
+    stable = [r for r in runs if verdict(r) == "stable"]
+    order = sorted(stable or runs, key=lambda r: r["latency"][0]["p50_ms"] if r.get("latency") else 0.0)
     return order[(len(order) - 1) // 2]
+
+
+def verdict(run: dict) -> str:
+    """stable | noisy | unusable (``unknown`` from a runtime without verdicts)."""
+    return (run.get("stability") or {}).get("verdict", "unknown")
+
+
+def verdict_line(run: dict) -> str:
+    """``stable``, or ``noisy: <the first reasons>``."""
+    st = run.get("stability") or {}
+    why = [f"b={x['batch']}: {x['text']}" for x in st.get("reasons", []) if x["severity"] != "note"]
+    return verdict(run) + (": " + "; ".join(why[:2]) if why else "")
+
+
+def rerun_worthy(run: dict) -> bool:
+    """Not stable because of the machine (load, other processes, clocks, heat, spread), not
+    only because of too few samples: a second run after a cooldown may be better."""
+    return bool((run.get("stability") or {}).get("rerun_worthy"))
+
+
+def keep_better(first: dict, second: dict, cooldown_s: float) -> dict:
+    """The re-run when it is at least as good as the first run (else the first), recording
+    the other run's verdict and reasons under ``rerun``."""
+    from edgecompress_runtime.stability import rank
+    keep, other = (second, first) if rank(verdict(second)) <= rank(verdict(first)) else (first, second)
+    st = other.get("stability") or {}
+    keep["rerun"] = {"verdict": verdict(other), "reasons": st.get("reasons", []), "cooldown_s": cooldown_s,
+                     "kept": "second" if keep is second else "first",
+                     "p50_ms": {str(r["batch"]): r["p50_ms"] for r in other.get("latency", [])}}
+    return keep
 
 
 def sleep_cooldown(seconds: float) -> None:
     if seconds > 0:
         time.sleep(seconds)
+
+
+def attach_estimates(prof: dict, bundle, target=None) -> None:
+    """The latency model's estimate per op and layer of the bundle at the profile's batch
+    (``plan/node_estimates.py``; ``target``: the board's profile, default the bundle's) under
+    ``prof["estimate"]``, or why not under ``prof["estimate_error"]``: a profile is worth having
+    even when the host cannot price it."""
+    from ..plan.node_estimates import node_estimates
+    try:
+        prof["estimate"] = node_estimates(bundle, prof["batch"], target=target)
+    except Exception as e:  # noqa: BLE001 - any failure of the estimate must not lose the measurement
+        prof["estimate_error"] = f"{type(e).__name__}: {e}"[:300]

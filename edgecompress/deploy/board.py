@@ -34,7 +34,7 @@ _BACKENDS_PY = "import json, edgecompress_runtime.backends as b; print(json.dump
 DEPLOY_KEYS = ("sha256", "size_bytes", "remote_path", "bundle_uploaded", "version", "signed")
 # the keys of each repeat a bench result keeps under "runs"
 RUN_KEYS = ("latency", "load_s", "first_inference_s", "peak_rss_mb", "parity", "temps_before", "temps_after",
-            "loadavg_before")
+            "loadavg_before", "stability", "rerun")
 
 
 def _quiet(msg: str) -> None:
@@ -164,33 +164,57 @@ class Board:
 
     def bench(self, bundle, batches=(1, 64, 256), warmup: int = 20, iters: int = 200, backend: str = "auto",
               timeout_s: float = 600.0, repeat: int = 1, cooldown_s: float = 0.0, min_seconds: float = 0.0,
-              progress=None, check_parity: bool = True) -> dict:
+              progress=None, check_parity: bool = True, *, cores: str | None = None, rerun: bool = False,
+              force: bool = False, profile: dict | None = None) -> dict:
         """Deploy ``bundle`` and benchmark it ``repeat`` times (separate processes, ``cooldown_s``
-        apart). Returns the median run's bench JSON (``latency``, ``parity``, ``bundle``, ...) with
-        ``device``, ``board`` (facts), ``deploy``, ``runs``, ``agreement``, ``seconds``. Raises
-        ``ParityError`` (carrying ``.result``) when ``check_parity`` and the outputs differ."""
-        return self._guard(self._bench, bundle, batches, warmup, iters, backend, timeout_s, repeat, cooldown_s,
-                           min_seconds, progress or self.progress, check_parity)
+        apart); each batch size runs ``iters`` times and at least ``min_seconds``. Returns the
+        median run's bench JSON (``latency`` with a verdict per batch size, ``stability``,
+        ``parity``, ``bundle``, ...) with ``device``, ``board`` (facts), ``deploy``, ``runs``,
+        ``agreement``, ``target_check``, ``seconds``. The median is taken over the stable runs
+        when there are any. ``rerun``: a run the machine made noisy or unusable (load, other
+        processes, clocks, heat) is run once more after ``cooldown_s``. ``cores``: pin to
+        ``big``, ``little`` or ``0-3`` on the board. Refuses (``AgreementError``) a bundle
+        compiled for a target the board cannot be, unless ``force`` (see agreement.py). Raises
+        ``ParityError`` (carrying ``.result``) when ``check_parity`` and the outputs differ.
+        ``profile`` (``{"batch": 256, "runs": 100}``; ``{}``: the largest batch, 100 runs): also the on-device
+        op profile of the numpy graph under ``profile`` (edgecompress_runtime/profile.py), with the
+        latency model's estimate per op and layer under ``profile["estimate"]``."""
+        opts = dict(batches=batches, warmup=warmup, iters=iters, backend=backend, min_seconds=min_seconds,
+                    cores=cores, timeout=timeout_s, profile=profile)
+        return self._guard(self._bench, bundle, opts, max(1, repeat), cooldown_s, rerun, force,
+                           progress or self.progress, check_parity)
 
-    def _bench(self, bundle, batches, warmup, iters, backend, timeout_s, repeat, cooldown_s, min_seconds,
-               progress, check_parity) -> dict:
+    def _bench(self, bundle, opts, repeat, cooldown_s, rerun, force, progress, check_parity) -> dict:
+        from .agreement import check_target, gate_prediction
         t0 = time.perf_counter()
+        target_check = check_target(bundle, self, force=force)
+        for w in target_check["warnings"]:
+            progress(f"warning: {w}")
         dep = self._deploy(bundle, progress)
         runs, facts = [], None
-        for i in range(max(1, repeat)):
+        for i in range(repeat):
             if i and cooldown_s:
                 rbench.sleep_cooldown(cooldown_s)
-            res = self._bench_once(dep, i, batches=batches, warmup=warmup, iters=iters, backend=backend,
-                                   min_seconds=min_seconds, timeout=timeout_s)
+            res = self._bench_once(dep, i, **opts)
             if i == 0:
                 facts = self._facts = res.pop("board")
+            if rerun and rbench.rerun_worthy(res):
+                progress(f"run {i + 1} on {self.name} was {rbench.verdict_line(res)}: running it again after a "
+                         f"{cooldown_s:g} s cooldown")
+                rbench.sleep_cooldown(cooldown_s)
+                res = rbench.keep_better(res, self._bench_once(dep, i, **dict(opts, facts=False)), cooldown_s)
             runs.append(res)
-            progress(f"run {i + 1}/{max(1, repeat)} on {self.name}: " + ", ".join(
-                f"b={r['batch']} p50 {r['p50_ms']:.3f} ms" for r in res["latency"]))
+            progress(f"run {i + 1}/{repeat} on {self.name}: " + ", ".join(
+                f"b={r['batch']} p50 {r['p50_ms']:.3f} ms" for r in res["latency"])
+                + f" ({rbench.verdict_line(res)})")
         best = dict(rbench.pick_median(runs))
         best.update({"device": self._describe(), "board": facts, "deploy": {k: dep[k] for k in DEPLOY_KEYS},
                      "runs": [{k: r.get(k) for k in RUN_KEYS} for r in runs], "agreement": rbench.agreement(runs),
-                     "deploy_seconds": dep["seconds"], "seconds": time.perf_counter() - t0})
+                     "target_check": target_check, "deploy_seconds": dep["seconds"],
+                     "seconds": time.perf_counter() - t0})
+        gate_prediction(best, target_check)
+        if best.get("profile"):
+            rbench.attach_estimates(best["profile"], bundle, self.target)
         if check_parity:
             for r in runs:
                 try:
@@ -200,10 +224,13 @@ class Board:
                     raise
         return best
 
-    def _bench_once(self, dep: dict, i: int, *, batches, warmup, iters, backend, min_seconds, timeout) -> dict:
+    def _bench_once(self, dep: dict, i: int, *, batches, warmup, iters, backend, min_seconds, timeout,
+                    cores=None, facts=None, profile=None) -> dict:
         out = self._scratch(f"bench-{i}.json")
+        facts = i == 0 if facts is None else facts
         args = {"bundle": dep["remote_path"], "batch": ",".join(str(b) for b in batches), "warmup": warmup,
-                "iters": iters, "backend": backend, "json": out, "min_seconds": min_seconds, "facts": i == 0}
+                "iters": iters, "backend": backend, "json": out, "min_seconds": min_seconds, "cores": cores,
+                "facts": facts, "profile": None if profile is None else dict({"batch": max(batches)}, **profile)}
         try:
             rc, stdout, stderr = self._exec([dep["venv_python"], "-m", "edgecompress_runtime.board.bench_run",
                                              json.dumps(args)], timeout=timeout,
@@ -211,4 +238,4 @@ class Board:
         except RemoteTimeoutError:
             self._remove(out)
             raise
-        return rbench.parse_run(rc, stdout, stderr, self.label, facts=i == 0)
+        return rbench.parse_run(rc, stdout, stderr, self.label, facts=facts)

@@ -11,12 +11,20 @@ On the board (``workdir``, default ``~/.edgecompress``)::
                            version.json; renamed here from .incoming only once it imports
     current -> versions/<id>    switched atomically (symlink + rename) after that
     bin/edgecompress-runtime    runs the current install's runtime CLI
+    .lock                  flock'd by the install program around install, switch and clean-up;
+                           holds the holder's pid, host, client and start time
+    pins/<sshd-pid>.<token>.<id>   the version a live session deployed (its benches run it by
+                           path): clean-up keeps it until that session ends
 
 ``<id>`` hashes the wheels and the board's Python, so deploying the same thing
 again uploads and installs nothing (every upload is skipped when its sha256 is
 already on the board). Staging entries of sessions that died (their sshd
 process is gone) are removed by the next deploy; old versions beyond the
-current and the previous one are garbage-collected.
+current and the previous one are garbage-collected, except versions pinned by a
+live session or used by a running process. Concurrent deploys to one board
+(other hosts, other processes, threads) wait for each other's install (at most
+``lock_timeout`` s, then a ``DeployError`` naming the holder), and each one's
+benchmarks run the version it installed.
 
 The wheels come from the host (``wheels.py``). The work on the board is done by
 small programs of the runtime package, sent as source because they run before the
@@ -27,8 +35,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import posixpath
 import secrets
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +53,9 @@ from .wheels import Wheelhouse
 TRUST_DIR = ".config/edgecompress-runtime/trusted_keys"   # relative to the board user's home
 KEEP_VERSIONS = 2
 KEEP_BUNDLES = 20
+LOCK_TIMEOUT_S = 600.0   # how long an install waits for another deploy's install on the same board
+BLOB_GRACE_S = 3600      # clean-up keeps wheels uploaded this recently (another deploy may be about to use them)
+MISSING_RETRIES = 2      # uploads again of wheels another deploy's clean-up removed
 
 
 @dataclass
@@ -76,7 +89,7 @@ class Installer:
 
     def __init__(self, conn: Connection, workdir: str = ".edgecompress", python: str = "python3",
                  offline: bool = True, space_check: bool = True, on_upload=None, on_step=None,
-                 progress=None, timeout: float = 900.0):
+                 progress=None, timeout: float = 900.0, lock_timeout: float = LOCK_TIMEOUT_S):
         self.conn = conn
         self.workdir = workdir
         self.python = python
@@ -86,6 +99,7 @@ class Installer:
         self.on_step = on_step or (lambda step: None)
         self.progress = progress or (lambda msg: None)
         self.timeout = timeout
+        self.lock_timeout = lock_timeout
         self.state: dict | None = None
         self.token = secrets.token_hex(4)
         self.pruned: list[str] = []      # hashes of the bundles the last put_bundle removed
@@ -223,41 +237,60 @@ class Installer:
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
     def install_runtime(self, wh: Wheelhouse) -> InstallReport:
+        """Install (or just pin, when it is already current) the wheelhouse's runtime on the
+        board under the board's install lock; see edgecompress_runtime/board/install.py."""
         t0 = time.perf_counter()
         listing = wh.listing()
         vid = self.version_id(wh, listing)
-        if self.state.get("current") == vid:
-            return InstallReport(version=vid, installed=False, skipped=[n for n, _, _ in listing],
-                                 seconds=time.perf_counter() - t0)
-        if vid not in self.state.get("versions", []):
-            uploads = [Upload(p, s, n, f"blobs/{s}") for p, (_, s, n) in zip(wh.wheels, listing)]
+        uploads = [Upload(p, s, n, f"blobs/{s}") for p, (_, s, n) in zip(wh.wheels, listing)]
+        up, skipped, nbytes = [], [n for n, _, _ in listing], 0
+        if self.state.get("current") != vid and vid not in self.state.get("versions", []):
             # unpacked, numpy & co take ~3x their wheel size
             self._space(sum(n for _, _, n in listing) * 4, f"installing runtime {vid}")
             self.ensure_checked([u.remote for u in uploads])
             up, skipped, nbytes = self.upload(uploads)
-        else:
-            up, skipped, nbytes = [], [n for n, _, _ in listing], 0
-        self.on_step("install")
-        self.progress(f"installing runtime {vid} on the board")
+        for attempt in range(MISSING_RETRIES + 1):
+            self.on_step("install")
+            if self.state.get("current") != vid:
+                self.progress(f"installing runtime {vid} on the board")
+            res = self._run_install(vid, wh, listing)
+            if res.get("error") != "missing_blobs" or attempt == MISSING_RETRIES:
+                break
+            # another deploy's clean-up removed wheels this one found on the board: upload them again
+            gone = {f"blobs/{sha}" for sha in res.get("missing", [])}
+            self.state["have"] = [h for h in self.state.get("have", []) if h not in gone]
+            more, _, more_bytes = self.upload([u for u in uploads if u.remote in gone])
+            up, nbytes = up + more, nbytes + more_bytes
+        if res.get("error"):
+            self._install_failed(vid, res)
+        self.state["current"] = vid
+        steps = dict(res.get("steps", {}), lock_wait=res.get("lock_wait_s", 0.0))
+        return InstallReport(version=vid, installed=res["installed"], uploaded=up, skipped=skipped,
+                             uploaded_bytes=nbytes, seconds=time.perf_counter() - t0, steps=steps)
+
+    def _run_install(self, vid: str, wh: Wheelhouse, listing) -> dict:
         args = {"work": self.work, "vid": vid, "python": self.python, "pid": self.pid, "token": self.token,
                 "wheels": [[n, s] for n, s, _ in listing], "requirements": wh.requirements,
                 "offline": self.offline, "python_version": self.state["python"],
-                "keep_versions": KEEP_VERSIONS}
-        r = self._program("install", args, timeout=self.timeout, what="installing the runtime")
+                "keep_versions": KEEP_VERSIONS, "lock_timeout": self.lock_timeout, "blob_grace_s": BLOB_GRACE_S,
+                "client": f"{socket.gethostname()} pid {os.getpid()}"}
+        r = self._program("install", args, timeout=self.timeout + self.lock_timeout, what="installing the runtime")
         res = _last_json(r.stdout)
         if r.exit_code != 0 or res is None:
             raise RemoteCommandError(f"{self.conn.label}: the install program failed (exit {r.exit_code}): "
                                      f"{(r.stderr or r.stdout).strip()[-600:]}")
-        if res.get("error"):
-            if res.get("enospc"):
-                raise DiskFullError(f"{self.conn.label}: no space left on the board while installing runtime "
-                                    f"{vid} ({res['error']} step); the half-built venv was removed and the "
-                                    "previous install is untouched; free space on the board")
-            raise RemoteCommandError(f"{self.conn.label}: installing runtime {vid} failed at the {res['error']} "
-                                     f"step: {res['detail'][-600:]}; the previous install is untouched")
-        self.state["current"] = vid
-        return InstallReport(version=vid, installed=res["installed"], uploaded=up, skipped=skipped,
-                             uploaded_bytes=nbytes, seconds=time.perf_counter() - t0, steps=res.get("steps", {}))
+        return res
+
+    def _install_failed(self, vid: str, res: dict):
+        if res["error"] == "lock":
+            raise DeployError(f"{self.conn.label}: {lock_message(res, f'{self.work}/.lock')}; runtime {vid} was not "
+                              "installed and the board is unchanged")
+        if res.get("enospc"):
+            raise DiskFullError(f"{self.conn.label}: no space left on the board while installing runtime "
+                                f"{vid} ({res['error']} step); the half-built venv was removed and the "
+                                "previous install is untouched; free space on the board")
+        raise RemoteCommandError(f"{self.conn.label}: installing runtime {vid} failed at the {res['error']} "
+                                 f"step: {res['detail'][-600:]}; the previous install is untouched")
 
     def ensure_checked(self, rels) -> None:
         """Make sure state["have"] knows whether each of ``rels`` is on the board."""
@@ -314,6 +347,22 @@ class Installer:
         self.conn.run(["rm", "-rf", "--", work], timeout=300, what="removing the install")
         if remove_trusted_keys:
             self.conn.run(["rm", "-rf", "--", f"{home}/{TRUST_DIR}"], timeout=60, what="removing trusted keys")
+
+
+def lock_message(res: dict, path: str) -> str:
+    """Why the install program could not take the board's lock, naming the holder."""
+    h = res.get("holder") or {}
+    if not h and "held by another" not in res.get("detail", ""):
+        return f"cannot take the board's install lock: {res.get('detail', '?')}"
+    who = (f"pid {h.get('pid', '?')} on {h.get('host', '?')}" + (f" (deploying from {h['client']})"
+           if h.get("client") else "") + (f": {h['what']}" if h.get("what") else "")) if h else "a process"
+    since = ""
+    if isinstance(h.get("since"), (int, float)):
+        since = (f", since {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(h['since']))} UTC "
+                 f"({max(0.0, time.time() - h['since']):.0f} s ago)")
+    return (f"the board is busy: {who} holds its install lock {path}{since}; waited "
+            f"{res.get('waited_s', 0):.0f} s (lock_timeout). Retry when that deploy ends (the lock frees "
+            "itself when its process exits) or raise lock_timeout")
 
 
 def _last_json(text: str):

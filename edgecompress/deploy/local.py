@@ -16,7 +16,8 @@ from edgecompress_runtime import read_bundle
 
 from ..errors import DeployError, RemoteTimeoutError
 from .board import Board
-from .wheels import build_runtime_wheel, cache_dir, sha256_file
+from ..cache import cache_dir
+from .wheels import build_runtime_wheel, file_lock, sha256_file
 
 
 class LocalBoard(Board):
@@ -25,8 +26,9 @@ class LocalBoard(Board):
     name = "local"
     target = "local"
 
-    def __init__(self, root: Path | None = None, progress=None):
+    def __init__(self, root: Path | None = None, progress=None, lock_timeout: float = 900.0):
         self.root = Path(root or cache_dir() / "local-board")
+        self.lock_timeout = lock_timeout
         self.venv = self.root / "venv"
         self.python = self.venv / "bin" / "python"
         if progress is not None:
@@ -39,26 +41,38 @@ class LocalBoard(Board):
 
     def install_runtime(self, progress=print) -> dict:
         """Create the venv if missing and install the current runtime wheel;
-        a no-op when that exact wheel is already installed."""
+        a no-op when that exact wheel is already installed. The venv is shared by every
+        ``LocalBoard`` with the same root (other threads, other processes): it is created and
+        updated under a lock on ``<root>/.lock`` (waiting at most ``lock_timeout`` s)."""
         wheel = build_runtime_wheel()
-        stamp = self.venv / ".edgecompress-wheel"
         # the wheel's directory is named after the source tree's hash: a one-character change
         # to the runtime can keep the wheel's name and size
         ident = f"{wheel.parent.name}/{wheel.name}"
         out = {"wheel": wheel.name, "version": wheel.parent.name, "installed": False, "workdir": str(self.root)}
-        if not (self.python.exists() and stamp.exists() and stamp.read_text() == ident):
-            if not self.python.exists():
-                progress(f"creating the board venv at {self.venv}")
-                venv.EnvBuilder(with_pip=True, clear=True).create(self.venv)
-            progress("installing numpy + edgecompress-runtime into the board venv")
-            r = subprocess.run([str(self.python), "-m", "pip", "install", "-q", "--force-reinstall",
-                                str(wheel)], capture_output=True, text=True)
-            if r.returncode != 0:
-                raise DeployError(f"pip install on the board failed: {r.stderr.strip()[-800:]}")
-            stamp.write_text(ident)
-            out["installed"] = True
+        if not self._has(ident):
+            with file_lock(self.root / ".lock", self.lock_timeout, f"installing the runtime into {self.venv}"):
+                if not self._has(ident):      # another board finished it while this one waited
+                    self._install(wheel, ident, progress)
+                    out["installed"] = True
         self._runtime = out
         return out
+
+    def _has(self, ident: str) -> bool:
+        stamp = self.venv / ".edgecompress-wheel"
+        return self.python.exists() and stamp.exists() and stamp.read_text() == ident
+
+    def _install(self, wheel: Path, ident: str, progress) -> None:
+        stamp = self.venv / ".edgecompress-wheel"
+        stamp.unlink(missing_ok=True)       # half-updated until the stamp is back
+        if not self.python.exists():
+            progress(f"creating the board venv at {self.venv}")
+            venv.EnvBuilder(with_pip=True, clear=True).create(self.venv)
+        progress("installing numpy + edgecompress-runtime into the board venv")
+        r = subprocess.run([str(self.python), "-m", "pip", "install", "-q", "--force-reinstall",
+                            str(wheel)], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise DeployError(f"pip install on the board failed: {r.stderr.strip()[-800:]}")
+        stamp.write_text(ident)
 
     def packages(self) -> dict[str, str]:
         import json

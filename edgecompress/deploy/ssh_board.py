@@ -17,9 +17,10 @@ from ..errors import SignatureError
 from . import keys as hostkeys
 from .board import Board
 from .connection import SSHSettings
-from .install import Installer
+from .install import LOCK_TIMEOUT_S, Installer
 from .inventory import Device
-from .wheels import cache_dir, sha256_file, wheelhouse_for
+from ..cache import cache_dir
+from .wheels import sha256_file, wheelhouse_for
 
 
 class SSHBoard(Board):
@@ -30,7 +31,8 @@ class SSHBoard(Board):
     def __init__(self, device: Device, settings: SSHSettings | None = None, *, sign: bool | None = None,
                  add_trusted_key: bool = False, offline: bool = True, wheelhouse_dir=None,
                  runtime_wheel=None, extra_wheels=(), space_check: bool = True, on_upload=None, on_step=None,
-                 install_timeout: float = 900.0, connect_kwargs: dict | None = None, progress=None):
+                 install_timeout: float = 900.0, connect_kwargs: dict | None = None, progress=None,
+                 lock_timeout: float | None = None):
         self.device = device
         self.name = device.name
         self.settings = settings or SSHSettings()
@@ -45,6 +47,7 @@ class SSHBoard(Board):
         self.on_upload = on_upload
         self.on_step = on_step
         self.install_timeout = install_timeout
+        self.lock_timeout = LOCK_TIMEOUT_S if lock_timeout is None else lock_timeout
         if progress is not None:
             self.progress = progress
         self._installer: Installer | None = None
@@ -166,7 +169,8 @@ class SSHBoard(Board):
     def _probe(self, check=(), progress=None) -> Installer:
         inst = Installer(self.conn, workdir=self.device.workdir, python=self.device.python,
                          offline=self.offline, space_check=self.space_check, on_upload=self.on_upload,
-                         on_step=self.on_step, progress=progress or self.progress, timeout=self.install_timeout)
+                         on_step=self.on_step, progress=progress or self.progress, timeout=self.install_timeout,
+                         lock_timeout=self.lock_timeout)
         inst.probe(check)
         self._installer = inst
         return inst

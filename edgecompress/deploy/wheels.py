@@ -15,10 +15,12 @@ import json
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,14 +28,11 @@ from pathlib import Path
 import edgecompress_runtime
 from edgecompress_runtime.bundle import file_sha256
 
+from ..cache import cache_dir
 from ..errors import DeployError, InventoryError
 
 log = logging.getLogger("edgecompress.deploy")
 _WARNED: set = set()
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("EDGECOMPRESS_CACHE", Path.home() / ".cache" / "edgecompress"))
 
 
 def runtime_source() -> Path:
@@ -54,22 +53,32 @@ def _tree_hash(root: Path) -> str:
 
 
 def build_runtime_wheel(out_dir: Path | None = None) -> Path:
-    """Build the py3-none-any runtime wheel once per source version."""
+    """Build the py3-none-any runtime wheel once per source version (other processes and threads
+    building the same one wait, then use it; the wheel appears complete or not at all)."""
     src = runtime_source()
     out = (out_dir or cache_dir() / "wheels") / f"runtime-{_tree_hash(src)}"
     wheels = list(out.glob("edgecompress_runtime-*.whl")) if out.is_dir() else []
     if wheels:
         return wheels[0]
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as build:
-        # building in a copy keeps build/ and *.egg-info out of the source tree
-        shutil.copytree(src, Path(build) / "src", ignore=shutil.ignore_patterns("build", "*.egg-info",
-                                                                                 "__pycache__"))
-        r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                            "-q", "-w", str(out), str(Path(build) / "src")], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise DeployError(f"building the runtime wheel failed: {r.stderr.strip()[-500:]}")
-    return next(out.glob("edgecompress_runtime-*.whl"))
+    with file_lock(out.parent / f".{out.name}.lock", what="building the runtime wheel"):
+        wheels = list(out.glob("edgecompress_runtime-*.whl"))
+        if wheels:
+            return wheels[0]
+        with tempfile.TemporaryDirectory() as build:
+            # building in a copy keeps build/ and *.egg-info out of the source tree
+            shutil.copytree(src, Path(build) / "src", ignore=shutil.ignore_patterns("build", "*.egg-info",
+                                                                                     "__pycache__"))
+            r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                                "-q", "-w", str(Path(build) / "dist"), str(Path(build) / "src")],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                raise DeployError(f"building the runtime wheel failed: {r.stderr.strip()[-500:]}")
+            built = next((Path(build) / "dist").glob("edgecompress_runtime-*.whl"))
+            tmp = out / f".{built.name}.part"
+            shutil.copy(built, tmp)
+            os.replace(tmp, out / built.name)
+    return out / built.name
 
 
 _hash_cache: dict[tuple, str] = {}
@@ -129,7 +138,7 @@ def build_wheelhouse(platform_tags, python: str, packages=(), runtime_wheel: Pat
     for ``platform_tags`` / CPython ``python``; cached under ~/.cache/edgecompress.
     ``extra_wheels``: local wheel files to install as well."""
     # farms build for many boards at once, and other edgecompress processes share the cache
-    with _wheel_lock, _file_lock(cache_dir() / "wheelhouse" / ".lock"):
+    with _wheel_lock, file_lock(cache_dir() / "wheelhouse" / ".lock", what="fetching a wheelhouse"):
         wh = _build_wheelhouse(platform_tags, python, packages, runtime_wheel, wheelhouse_dir, progress)
     for w in map(Path, extra_wheels):
         name, version = w.name.split("-")[:2]
@@ -142,14 +151,45 @@ _wheel_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path):
+def file_lock(path: Path, timeout: float = 600.0, what: str = "building wheels"):
+    """An exclusive ``flock`` on ``path`` for this machine's processes and threads (each call opens
+    the file anew, so two threads exclude each other too). Waits at most ``timeout`` s, then raises
+    a ``DeployError`` naming the holder (its pid, host, what it does and since when, which it
+    wrote into the file). The kernel drops the lock when its holder dies."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    t0 = time.monotonic()
+    with open(path, "a+") as f:
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() - t0 >= timeout:
+                    raise DeployError(f"{_holder_text(path)} holds the lock {path}; waited {timeout:.0f} s. "
+                                      "Retry when it is done (the lock frees itself when that process "
+                                      "exits)") from None
+                time.sleep(0.05)
         try:
+            f.seek(0)
+            f.truncate()
+            f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "what": what,
+                                "thread": threading.current_thread().name, "since": time.time()}))
+            f.flush()
             yield
         finally:
+            f.seek(0)
+            f.truncate()
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _holder_text(path: Path) -> str:
+    try:
+        h = json.loads(path.read_text() or "{}")
+        since = time.strftime("%H:%M:%S", time.localtime(h["since"]))
+        return f"pid {h['pid']} on {h['host']} ({h['what']}, thread {h['thread']}, since {since})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
 
 
 def _build_wheelhouse(platform_tags, python, packages, runtime_wheel, wheelhouse_dir, progress) -> Wheelhouse:

@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 
 from edgecompress_runtime.errors import BundleError
 
-from ..errors import ConnectionLostError, ParityError, RemoteTimeoutError, UnreachableError
+from ..errors import AgreementError, ConnectionLostError, ParityError, RemoteTimeoutError, UnreachableError
 
 TRANSIENT = (UnreachableError, ConnectionLostError, RemoteTimeoutError)   # worth retrying
-BUNDLE_FAULTS = (ParityError, BundleError)                                 # not the device's fault
+BUNDLE_FAULTS = (ParityError, BundleError, AgreementError)                 # not the device's fault
 
 
 @dataclass

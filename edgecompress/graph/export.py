@@ -23,6 +23,14 @@ def _is_library(path: str) -> bool:
     return any(part in path for part in ("site-packages", "dist-packages", "/torch/", "/lib/python"))
 
 
+def module_path(node) -> str:
+    """The path of the innermost module whose forward() made ``node`` ("bottom.0"); "" for the
+    model's own forward() (kept on graph nodes as ``"mod"`` for the on-device op profile)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    path = list(stack.values())[-1][0] if stack else ""
+    return path if isinstance(path, str) and not path.startswith("_") else ""
+
+
 def where(node) -> str:
     frames = _frames(node)
     stack = node.meta.get("nn_module_stack") or {}

@@ -17,7 +17,7 @@ from edgecompress_runtime.ops import OPS
 
 from ..errors import CompileError, UnsupportedOpError
 from .aten import op_name
-from .export import export_model, unsupported_report
+from .export import export_model, module_path, unsupported_report
 from .fold import fold_batchnorm
 from .io import CallConvention, output_names
 from .program import Node, Program, StoredParam, ref_name, refs
@@ -131,6 +131,8 @@ class _Lowering:
         op, args = lowered
         assert op in OPS, op
         self.nodes.append({"op": op, "args": [self.arg(a) for a in args], "out": node.name})
+        if module_path(node):                      # which layer it belongs to (the on-device op profile)
+            self.nodes[-1]["mod"] = module_path(node)
         val = node.meta.get("val")
         self.ndim[node.name] = val.dim() if isinstance(val, torch.Tensor) else None
         self.ref[node.name] = {"v": node.name}

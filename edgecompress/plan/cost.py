@@ -19,6 +19,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from ..graph.program import TABLE_ARG, WEIGHT_ARG, Node
 from .shape_profile import EMBEDDING_OPS, ShapeProfile
 
 
@@ -110,10 +111,10 @@ class ProfileCosts(CostModel):
         op, out = node["op"], node["out"]
         s = self.cost["op_overhead_s"]
         if op in EMBEDDING_OPS:
-            p = program.params[node["args"][0]["p"]]
+            p = program.params[Node(node).param(TABLE_ARG)]
             s += self.gather_s(TableLayout.of_param(p), batch * self.profile.ids.get(out, 1.0))
         elif op == "linear":
-            p = program.params[node["args"][1]["p"]]
+            p = program.params[Node(node).param(WEIGHT_ARG)]
             out_f, in_f = p.shape
             s += self.linear_s(in_f, out_f, linear_act(p), batch)
         elif op in ("bmm", "matmul"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from edgecompress_runtime.ops import VIEW_OPS
 
+from ..graph.program import TABLE_ARG, WEIGHT_ARG, Node
 from .cost import CostModel, ProfileCosts, TableLayout, linear_act
 from .shape_profile import EMBEDDING_OPS, ShapeProfile, shape_profile
 
@@ -68,13 +69,13 @@ class MeasuredCosts(CostModel):
         op, out = node["op"], node["out"]
         s = t.dispatch_s + t.context(batch)
         if op in EMBEDDING_OPS:
-            p = program.params[node["args"][0]["p"]]
+            p = program.params[Node(node).param(TABLE_ARG)]
             ids = prof.ids.get(out, 1.0)
             s += self.gather_s(TableLayout.of_param(p), batch * ids)
             if op == "embedding_bag":
                 s += t.op_cost("embedding_bag", batch * int(p.shape[1]) * ids)
         elif op == "linear":
-            p = program.params[node["args"][1]["p"]]
+            p = program.params[Node(node).param(WEIGHT_ARG)]
             out_f, in_f = p.shape
             s += self.linear_s(in_f, out_f, linear_act(p), batch)
         elif op in ("bmm", "matmul") and out in prof.mm:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..graph.program import IDS_ARG, TABLE_ARG
+
 EMBEDDING_OPS = {"embedding", "embedding_bag", "embedding_bag_offsets"}
 
 
@@ -22,30 +24,26 @@ class ShapeProfile:
     tables: dict = field(default_factory=dict)       # table param -> ids gathered from it per sample
 
 
-def _value(env, arg):
-    return env.get(arg["v"]) if isinstance(arg, dict) and "v" in arg else None
-
-
 def shape_profile(program, batch: int = 8) -> ShapeProfile:
     feeds = {k: np.repeat(np.asarray(v)[:1], batch, axis=0) for k, v in program.example.items()}
     env = program.executor().run(feeds, keep=set())
     prof = ShapeProfile()
-    for n in program.graph["nodes"]:
-        out = env.get(n["out"])
+    for n in program.nodes():
+        out = env.get(n.out)
         if isinstance(out, np.ndarray):
-            prof.values[n["out"]] = out.size / batch
-        if n["op"] in EMBEDDING_OPS:
-            idx = _value(env, n["args"][1])
-            prof.ids[n["out"]] = (idx.size / batch) if isinstance(idx, np.ndarray) else 1.0
-            table = n["args"][0].get("p") if isinstance(n["args"][0], dict) else None
+            prof.values[n.out] = out.size / batch
+        if n.op in EMBEDDING_OPS:
+            idx = env.get(n.value(IDS_ARG))
+            prof.ids[n.out] = (idx.size / batch) if isinstance(idx, np.ndarray) else 1.0
+            table = n.param(TABLE_ARG)
             if table is not None:
-                prof.tables[table] = prof.tables.get(table, 0.0) + prof.ids[n["out"]]
-        elif n["op"] in ("bmm", "matmul"):
-            a = _value(env, n["args"][0])
+                prof.tables[table] = prof.tables.get(table, 0.0) + prof.ids[n.out]
+        elif n.op in ("bmm", "matmul"):
+            a = env.get(n.value(0))
             if isinstance(a, np.ndarray) and isinstance(out, np.ndarray):
-                prof.macs[n["out"]] = a.size * out.shape[-1] / batch
+                prof.macs[n.out] = a.size * out.shape[-1] / batch
                 if a.ndim >= 2:
-                    prof.mm[n["out"]] = (a.ndim, int(a.shape[-2]) if a.ndim >= 3 else 1, int(a.shape[-1]),
+                    prof.mm[n.out] = (a.ndim, int(a.shape[-2]) if a.ndim >= 3 else 1, int(a.shape[-1]),
                                          int(out.shape[-1]))
     for name in program.graph.get("inputs", []):
         if name not in feeds:

@@ -70,7 +70,8 @@ def charts(report: dict) -> list[str]:
             if row:
                 dots = [rr["p50_ms"] for run in j["result"].get("runs", []) for rr in run["latency"]
                         if rr["batch"] == b]
-                rows.append((f"{j['ran_on']} / {Path(j['bundle']).name}", row, dots, colors[j["ran_on"]]))
+                flag = "" if row.get("verdict", "stable") == "stable" else f" ({row['verdict'].upper()})"
+                rows.append((f"{j['ran_on']} / {Path(j['bundle']).name}{flag}", row, dots, colors[j["ran_on"]]))
         if rows:
             out.append(latency_svg(b, rows))
     if batches:
@@ -107,13 +108,37 @@ def tables(report: dict) -> tuple[str, str]:
         res = j.get("result") or {}
         lat = " ".join(f"b={r['batch']}: {r['p50_ms']:.3f}/{r['p90_ms']:.3f}/{r['p99_ms']:.3f}"
                        for r in res.get("latency", []))
+        note = (_short((j.get("error") or {}).get("message", "")) if j["status"] != "ok" else
+                (f"moved from {', '.join(j['moved_from'])}" if j.get("moved_from") else ""))
         rows.append([j["device"], j.get("ran_on"), Path(j["bundle"]).name, j["status"], j["attempts"], lat,
-                     _diff((res.get("parity") or {}).get("max_abs_diff")),
-                     _short((j.get("error") or {}).get("message", "")) if j["status"] != "ok" else
-                     (f"moved from {', '.join(j['moved_from'])}" if j.get("moved_from") else "")])
+                     _diff((res.get("parity") or {}).get("max_abs_diff")), verdict_of(res).upper(),
+                     "; ".join(x for x in (_why(res), note) if x)])
     jobs = kit.table(["device", "ran on", "bundle", "status", "attempts", "latency p50/p90/p99 (ms)", "parity",
-                      "note"], rows, text_cols=(1, 2, 3, 5, 7), row_classes=[j["status"] for j in report["jobs"]])
+                      "verdict", "note"], rows, text_cols=(1, 2, 3, 5, 7, 8),
+                     row_classes=[j["status"] if j["status"] != "ok" or verdict_of(j.get("result") or {})
+                                  in ("stable", "") else "noisy" for j in report["jobs"]])
     return devices, jobs
+
+
+def verdict_of(res: dict) -> str:
+    """The stability verdict of a job's bench result (stable / noisy / unusable; "" without one)."""
+    return (res.get("stability") or {}).get("verdict", "")
+
+
+def _why(res: dict) -> str:
+    st = res.get("stability") or {}
+    why = [f"b={x['batch']}: {x['text']}" for x in st.get("reasons", []) if x.get("severity") != "note"]
+    return _short("; ".join(why)) if why else ""
+
+
+def _noisy_note(report: dict) -> str:
+    bad = [j for j in report["jobs"] if j["status"] == "ok" and verdict_of(j.get("result") or {})
+           in ("noisy", "unusable")]
+    if not bad:
+        return ""
+    names = ", ".join(f"{j['ran_on']} / {Path(j['bundle']).name} ({verdict_of(j['result'])})" for j in bad)
+    return (f"<p class='note'><b>{len(bad)} run(s) not stable</b>: {esc(names)}. Their numbers are shown but "
+            "are not a reliable comparison; the reasons are in the verdict column and farm.json.</p>")
 
 
 def render_html(report: dict) -> str:
@@ -125,6 +150,7 @@ def render_html(report: dict) -> str:
     parts = ["<h1>edgecompress farm report</h1>",
              f"<p>{esc(when)} &middot; {s['ok']}/{s['jobs']} jobs ok &middot; wall {report.get('wall_s') or 0:.1f} s "
              f"&middot; {report['parallel']} in parallel{down}</p>",
+             _noisy_note(report),
              "<h2>Devices</h2>", devices,
              "<h2>Latency per device and bundle</h2>",
              "<p class='note'>whisker min..p99, box p50..p90, black tick p50, dots: p50 of each repeat; "

@@ -27,7 +27,7 @@ CSS = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1
        "table{border-collapse:collapse;margin:.8em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
        "font-size:13px;text-align:right;vertical-align:top;white-space:nowrap}th{background:#f0f0f0}"
        "td:first-child,th:first-child{text-align:left}td.text,th.text{text-align:left;white-space:normal}"
-       "tr.failed td,tr.down td{background:#fde8e8}.note{color:#555;font-size:13px}"
+       "tr.failed td,tr.down td{background:#fde8e8}tr.noisy td{background:#fff4d6}.note{color:#555;font-size:13px}"
        ".warn{background:#fff3cd;border:2px solid #d39e00;padding:10px;font-weight:bold}"
        "figure{margin:1em 0}svg{display:block;max-width:100%;height:auto}")
 

@@ -1,6 +1,10 @@
 """An honest on-device benchmark: load time and first inference separately,
-warm-up, then timed iterations per batch size with p50/p90/p99, mean, CV,
-throughput, peak RSS, machine facts and parity against the host's outputs."""
+warm-up, then per batch size timed runs until both a minimum count (``iters``) and a
+minimum duration (``min_seconds``) are met (MLPerf-style), with p50/p90/p99 and their
+confidence intervals, mean, CV, IQR, p99/p50, throughput and a stability verdict
+(stable / noisy / unusable, with the reasons: see stability.py) from what the machine
+did meanwhile; peak RSS, machine facts and parity against the host's outputs.
+Optional core pinning (``cores``: big, little or 0-3)."""
 from __future__ import annotations
 
 import time
@@ -9,7 +13,8 @@ import numpy as np
 
 from .bundle import file_sha256
 from .model import load
-from .sysinfo import emulation, peak_rss_mb, system_facts
+from .stability import judge, overall, summarize
+from .sysinfo import emulation, environment, peak_rss_mb, pin, snapshot, system_facts
 
 
 def batch_from_reference(ref: dict, batch: int, seed: int = 0) -> dict:
@@ -27,8 +32,30 @@ def percentiles(times_s) -> dict:
             "cv": float(t.std() / mean) if mean > 0 else 0.0, "iters": int(t.size)}
 
 
+def time_batch(model, feeds: dict, warmup: int, iters: int, min_seconds: float, emulated: bool = False) -> dict:
+    """Warm up, then time ``model.predict(feeds)`` until ``iters`` runs AND ``min_seconds``
+    are done; the statistics, the environment meanwhile and their verdict."""
+    for _ in range(warmup):
+        model.predict(feeds)
+    before = snapshot()
+    times = []
+    start = time.perf_counter()
+    while len(times) < max(1, iters) or time.perf_counter() - start < min_seconds:
+        t = time.perf_counter()
+        model.predict(feeds)
+        times.append(time.perf_counter() - t)
+    env = environment(before, snapshot(), emulated)
+    stats = summarize(times)
+    stats.update(judge(stats, env))
+    stats["seconds"] = time.perf_counter() - start
+    stats["environment"] = env
+    return stats
+
+
 def bench(path, batches=(1, 64, 256), warmup: int = 20, iters: int = 200, backend: str = "auto",
-          min_seconds: float = 0.0) -> dict:
+          min_seconds: float = 0.0, cores: str | None = None) -> dict:
+    pinning = pin(cores) if cores else None
+    emu = emulation()
     t0 = time.perf_counter()
     model = load(path, backend=backend)
     load_s = time.perf_counter() - t0
@@ -39,18 +66,10 @@ def bench(path, batches=(1, 64, 256), warmup: int = 20, iters: int = 200, backen
     first_s = time.perf_counter() - t0
     results = []
     for b in batches:
-        feeds = batch_from_reference(ref_inputs, b)
-        for _ in range(warmup):
-            model.predict(feeds)
-        times = []
-        start = time.perf_counter()
-        while len(times) < iters or time.perf_counter() - start < min_seconds:
-            t = time.perf_counter()
-            model.predict(feeds)
-            times.append(time.perf_counter() - t)
-        stats = percentiles(times)
+        stats = time_batch(model, batch_from_reference(ref_inputs, b), warmup, iters, min_seconds,
+                           emu["emulated"])
         stats["batch"] = int(b)
-        stats["throughput_rows_per_s"] = float(b / (np.mean(times))) if times else 0.0
+        stats["throughput_rows_per_s"] = float(b / (stats["mean_ms"] / 1e3)) if stats["mean_ms"] > 0 else 0.0
         results.append(stats)
     parity = model.check_parity()
     m = model.manifest
@@ -66,12 +85,16 @@ def bench(path, batches=(1, 64, 256), warmup: int = 20, iters: int = 200, backen
         "load_s": load_s,
         "first_inference_s": first_s,
         "warmup": warmup,
+        "min_iters": iters,
+        "min_seconds": min_seconds,
+        "pinning": pinning,
         "latency": results,
+        "stability": overall(results),
         "peak_rss_mb": peak_rss_mb(),
         "parity": parity,
         "system": system_facts(),
-        "emulated": emulation()["emulated"],
-        "emulation": emulation(),
+        "emulated": emu["emulated"],
+        "emulation": emu,
         "prediction": prediction,
     }
 
@@ -118,19 +141,24 @@ def format_table(result: dict) -> str:
              f"peak RSS {result['peak_rss_mb']:.1f} MiB  "
              f"parity max|diff| {result['parity']['max_abs_diff']:.2e} "
              f"({'ok' if result['parity']['ok'] else 'FAIL'})",
-             f"{'batch':>6} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'mean ms':>9} {'cv':>6} {'rows/s':>11}"]
+             f"{'batch':>6} {'p50 ms':>9} {'p50 95% CI':>19} {'p90 ms':>9} {'p99 ms':>9} {'mean ms':>9} "
+             f"{'cv':>6} {'p99/p50':>7} {'rows/s':>11} {'runs':>6} {'verdict':>8}"]
     pred = any("predicted_ms" in r for r in result["latency"])
     if pred:
         lines[-1] += f" {'predicted ms':>13} {'error':>7}"
     for r in result["latency"]:
-        line = (f"{r['batch']:>6} {r['p50_ms']:>9.3f} {r['p90_ms']:>9.3f} {r['p99_ms']:>9.3f} "
-                f"{r['mean_ms']:>9.3f} {r['cv']:>6.2f} {r['throughput_rows_per_s']:>11.0f}")
+        line = (f"{r['batch']:>6} {r['p50_ms']:>9.3f} {_ci_text(r, 'p50_ms'):>19} {r['p90_ms']:>9.3f} "
+                f"{r['p99_ms']:>9.3f} {r['mean_ms']:>9.3f} {r['cv']:>6.2f} {_num(r.get('p99_p50'), 7, 1)} "
+                f"{r['throughput_rows_per_s']:>11.0f} {r['iters']:>6} {r.get('verdict', '?').upper():>8}")
         if "predicted_ms" in r:
             err = r.get("prediction_error")
             line += f" {r['predicted_ms']:>13.3f} {'' if err is None else f'{err * 100:+.0f}%':>7}"
         lines.append(line)
+    lines += stability_lines(result)
     p = result.get("prediction")
-    if pred and p:
+    if p and p.get("withheld"):
+        lines.append(f"(predicted vs measured not compared: {p['withheld']})")
+    elif pred and p:
         lines.append(f"predicted = the compiler's latency estimate for target {p.get('target')} "
                      f"({p.get('source') or 'latency model'}; backend {p.get('backend')}"
                      f"{'' if p.get('measured_for_backend') is not False else ', not measured for it'}); "
@@ -144,6 +172,41 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _num(v, width: int, digits: int) -> str:
+    return f"{v:>{width}.{digits}f}" if isinstance(v, (int, float)) else f"{'-':>{width}}"
+
+
+def _ci_text(row: dict, key: str) -> str:
+    lo, hi = (row.get("ci") or {}).get(key) or (None, None)
+    return f"[{'-' if lo is None else f'{lo:.3f}'}, {'-' if hi is None else f'{hi:.3f}'}]"
+
+
+def stability_lines(result: dict) -> list[str]:
+    """The verdict in words: one line overall, one per batch size that is not stable."""
+    st = result.get("stability")
+    if not st:
+        return []
+    out = [f"stability: {st['verdict'].upper()}" + ("" if st["verdict"] == "stable" else
+                                                     " -- do not compare these numbers as they are")]
+    for r in result["latency"]:
+        why = [x["text"] for x in r.get("reasons", []) if x["severity"] != "note"]
+        notes = [x["text"] for x in r.get("reasons", []) if x["severity"] == "note"]
+        if why:
+            out.append(f"  b={r['batch']} {r['verdict']}: " + "; ".join(why))
+        if notes and r is result["latency"][0]:
+            out.append("  note: " + "; ".join(notes))
+    first = result.get("rerun")
+    if first:
+        why = "; ".join(list(dict.fromkeys(x["text"] for x in first["reasons"] if x["severity"] != "note"))[:3])
+        kept = first.get("kept", "second")
+        out.append(f"  re-run once after a {first.get('cooldown_s', 0):g} s cooldown; kept the {kept} run; the "
+                   f"{'first' if kept == 'second' else 'second'} was {first['verdict']}" + (f" ({why})" if why else ""))
+    if result.get("pinning"):
+        pn = result["pinning"]
+        out.append(f"pinned to cores {pn['cpus']} ({pn['spec']})")
+    return out
+
+
 def runnable_backends(path) -> list[str]:
     """Backends installed here that this bundle carries something for, numpy first."""
     from . import backends
@@ -153,14 +216,16 @@ def runnable_backends(path) -> list[str]:
     return [b for b in backends.carried(bundle) if b in have]
 
 
-def bench_all(path, batches=(1, 64, 256), warmup: int = 20, iters: int = 200, min_seconds: float = 0.0) -> dict:
+def bench_all(path, batches=(1, 64, 256), warmup: int = 20, iters: int = 200, min_seconds: float = 0.0,
+              cores: str | None = None) -> dict:
     """bench() once per runnable backend, same inputs, in this process.
     (``peak_rss_mb`` is the process's peak so far, so it only grows along the list.)"""
     from .bundle import read_bundle
     arts = read_bundle(path).manifest.get("artifacts") or {}
     results = []
     for name in runnable_backends(path):
-        r = bench(path, batches=batches, warmup=warmup, iters=iters, backend=name, min_seconds=min_seconds)
+        r = bench(path, batches=batches, warmup=warmup, iters=iters, backend=name, min_seconds=min_seconds,
+                  cores=cores)
         # bytes this backend runs: its artifact, or the whole bundle for numpy
         r["artifact_bytes"] = int(arts[name]["size_bytes"]) if name in arts else int(r["bundle"]["size_bytes"])
         results.append(r)
@@ -184,7 +249,12 @@ def format_side_by_side(res: dict) -> str:
         line = (f"{x['backend']:<11} {size / 1e6:>8.2f}MB {x['load_s'] * 1e3:>8.1f} "
                 f"{x['parity']['max_abs_diff']:>8.1e}{'' if x['parity']['ok'] else '!'}")
         for r in x["latency"]:
-            line += f" {r['p50_ms']:>9.3f} / {r['p99_ms']:>7.3f} {r['p50_ms'] / best[r['batch']]:>5.2f}"
+            flag = "" if r.get("verdict", "stable") == "stable" else "?"
+            line += f" {r['p50_ms']:>9.3f} / {r['p99_ms']:>7.3f} {r['p50_ms'] / best[r['batch']]:>5.2f}{flag}"
         lines.append(line)
     lines.append("x = p50 / fastest p50 at that batch; artifact = bytes the backend runs (numpy: whole bundle)")
+    noisy = sorted({f"{x['backend']} b={r['batch']}: {r['verdict']}" for x in results for r in x["latency"]
+                    if r.get("verdict", "stable") != "stable"})
+    if noisy:
+        lines.append("? = a noisy or unusable run, not a reliable comparison (" + "; ".join(noisy) + ")")
     return "\n".join(lines)

@@ -347,6 +347,8 @@ def read_bundle(path, *, trusted: dict | None = None, max_member_bytes: int | No
             if trusted is not None:
                 from .signing import check
                 bundle.verification = check(bundle, trusted)   # before any member is inflated
+            from .schema import check_manifest
+            check_manifest(manifest, path)                      # every field, before anything uses it
             for name in sorted(listed):
                 meta = listed[name]
                 bundle.members[name] = _read_member(zf, entries[name], meta["size"], meta["sha256"], path)

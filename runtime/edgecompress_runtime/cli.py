@@ -63,19 +63,38 @@ def _bench(args) -> int:
     if args.backend == "all":
         from .bench import bench_all, format_side_by_side
         res = bench_all(args.bundle, batches=args.batch, warmup=args.warmup, iters=args.iters,
-                        min_seconds=args.min_seconds)
+                        min_seconds=args.min_seconds, cores=args.cores)
+        _profile(args, res)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(res, f, indent=1)
         print(format_side_by_side(res))
+        _print_profile(args, res)
         return 0 if all(r["parity"]["ok"] for r in res["results"]) else 1
     res = bench(args.bundle, batches=args.batch, warmup=args.warmup, iters=args.iters,
-                backend=args.backend, min_seconds=args.min_seconds)
+                backend=args.backend, min_seconds=args.min_seconds, cores=args.cores)
+    _profile(args, res)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)
     print(format_table(res))
+    _print_profile(args, res)
     return 0 if res["parity"]["ok"] else 1
+
+
+def _profile(args, res: dict) -> None:
+    """With --profile: the op profile of the numpy graph (profile.py) under ``res["profile"]``."""
+    if not args.profile:
+        return
+    from .profile import profile
+    res["profile"] = profile(args.bundle, batch=args.profile_batch or max(args.batch), runs=args.profile_runs,
+                             warmup=min(args.warmup, 20), min_seconds=args.min_seconds)
+
+
+def _print_profile(args, res: dict) -> None:
+    if res.get("profile"):
+        from .profile import format_profile
+        print(format_profile(res["profile"], top=args.top))
 
 
 def _calibrate(args) -> int:
@@ -99,12 +118,22 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=batch_sizes, default=[1, 64, 256], help="batch sizes, e.g. 1,64,256")
     p.add_argument("--warmup", type=_positive, default=20, help="untimed runs per batch size (default 20)")
     p.add_argument("--iters", type=_positive, default=200, help="timed runs per batch size (default 200)")
-    p.add_argument("--min-seconds", type=float, default=0.0, help="keep timing at least this long per batch")
+    p.add_argument("--min-seconds", type=float, default=0.0,
+                   help="keep timing at least this long per batch, besides --iters runs (MLPerf: 60)")
+    p.add_argument("--cores", help="pin the benchmark to big or little cores, or a list like 0-3 "
+                                   "(sched_setaffinity; big/little from cpu_capacity or max frequency)")
     p.add_argument("--backend", default="auto",
                    help="numpy | litert | executorch | auto (measured fastest at the bundle's latency batch "
                         "when the bundle carries measured estimates, else the target's preference) | all "
                         "(every backend installed here that the bundle carries, side by side)")
     p.add_argument("--json", help="write the full result here")
+    g = p.add_argument_group("op profile")
+    g.add_argument("--profile", action="store_true",
+                   help="also time every node of the numpy graph (median per node), by op and by layer, and "
+                        "compare their sum with the whole-model p50")
+    g.add_argument("--profile-batch", type=_positive, help="batch size of the profile (default: the largest --batch)")
+    g.add_argument("--profile-runs", type=_positive, default=100, help="profiled runs (default 100)")
+    g.add_argument("--top", type=_positive, default=10, help="ops and layers to print (default 10)")
     p.set_defaults(fn=_bench)
     p = sub.add_parser("calibrate", help="micro-benchmark the ops the host's latency model uses; write a table")
     p.add_argument("--json", help="write the latency table here (JSON, schema edgecompress.latency-table/1)")

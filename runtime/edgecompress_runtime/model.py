@@ -5,7 +5,7 @@ import numpy as np
 
 from . import backends
 from .bundle import Bundle, read_bundle
-from .errors import InputError
+from .errors import BackendError, BundleError, InputError, RuntimeErrorBase
 from .inputs import validate
 
 
@@ -21,13 +21,15 @@ class Model:
     measured fastest at the bundle's latency batch, or the target's order; see backends/).
     """
 
-    def __init__(self, bundle: Bundle, backend: str = "auto"):
+    def __init__(self, bundle: Bundle, backend: str = "auto", max_batch: int | None = None):
         self.bundle = bundle
         self.manifest = bundle.manifest
         self.input_spec = self.manifest["inputs"]
         self._backend, self.backend_reason = backends.open_backend(backend, bundle)
         self.backend = self._backend.name
         self.stats = {"oov": {}}
+        self.bounds = _bounds(self._backend, bundle, max_batch)
+        self.max_batch = self.bounds.max_batch      # predict() refuses more rows (see bounds.py)
 
     @property
     def input_names(self) -> list[str]:
@@ -42,15 +44,25 @@ class Model:
         return [{"name": "output", "form": (self.manifest.get("model") or {}).get("output", "logit")}]
 
     def predict(self, inputs: dict):
+        rows = _rows(inputs)
+        if rows > self.max_batch:
+            raise InputError(f"a batch of {rows} rows is above this model's max_batch of {self.max_batch} "
+                             f"({self.bounds.source}); split it, or load(..., max_batch=) within the limits")
         feeds = validate(self.input_spec, inputs, self.stats["oov"])
-        out = self._backend.run(feeds)
         heads = self.outputs
-        if not isinstance(out, (tuple, list)) and len(heads) > 1:
-            out = split_heads(out, heads)        # app formats return the heads side by side
+        try:
+            out = self._backend.run(feeds)
+            if not isinstance(out, (tuple, list)) and len(heads) > 1:
+                out = split_heads(out, heads)        # app formats return the heads side by side
+        except (RuntimeErrorBase, MemoryError):
+            raise
+        except Exception as e:  # noqa: BLE001 - a backend or a hostile graph fails in its own ways
+            kind = BundleError if self.backend == "numpy" else BackendError
+            text = " ".join(str(e).split())[:160]
+            raise kind(f"the {self.backend} backend failed on this batch ({type(e).__name__}: {text})") from None
         if not isinstance(out, (tuple, list)):
             return _head(out)
         if len(heads) != len(out):
-            from .errors import BundleError
             raise BundleError(f"the bundle names {len(heads)} output(s) but its graph returned {len(out)}")
         if len(out) == 1:
             return _head(out[0])
@@ -112,6 +124,9 @@ class Model:
         """Max abs diff between this backend and the host's stored outputs."""
         inputs, want = self.reference()
         got = self.predict_flat(inputs)
+        if got.size != want.size:
+            raise BundleError(f"{self.bundle.path}: the reference outputs hold {want.size} values, the model gives "
+                              f"{got.size} for the reference inputs (corrupted or tampered)")
         diff = float(np.max(np.abs(got - want.reshape(-1)))) if want.size else 0.0
         tol = float(self.manifest["reference"].get("tolerance", 1e-2))
         # an app artifact carries the tolerance its export was checked with
@@ -120,6 +135,34 @@ class Model:
             tol = float(art["parity"]["tolerance"])
         return {"backend": self.backend, "max_abs_diff": diff, "tolerance": tol, "ok": diff <= tol,
                 "n": int(want.size)}
+
+
+def _rows(inputs) -> int:
+    """Rows of the first input, read without converting it (0 when it has none)."""
+    if not isinstance(inputs, dict) or not inputs:
+        return 0
+    v = next(iter(inputs.values()))
+    shape = getattr(v, "shape", None)
+    if isinstance(shape, tuple):
+        return int(shape[0]) if shape else 0
+    return len(v) if isinstance(v, (list, tuple)) else 0
+
+
+def _bounds(backend, bundle: Bundle, max_batch):
+    """The graph's cost at its maximum batch, checked against the limits (bounds.py). An app
+    artifact's own runtime runs it, not the graph: its maximum batch is only checked for type."""
+    from .bounds import DEFAULT_MAX_BATCH, ENV_MAX_FLOPS, ENV_MAX_PEAK_BYTES, MAX_FLOPS, MAX_PEAK_BYTES, \
+        Bounds, bound, limit
+    if max_batch is not None and (type(max_batch) is not int or max_batch < 1):
+        raise InputError(f"max_batch must be a positive integer, got {str(max_batch)[:40]!r}")
+    declared = bundle.manifest.get("max_batch")
+    source = "caller" if max_batch is not None else "manifest" if declared is not None else "default"
+    chosen = max_batch if max_batch is not None else declared
+    executor = getattr(backend, "executor", None)
+    if executor is None:
+        return Bounds(chosen or DEFAULT_MAX_BATCH, source, 0, 0, limit(ENV_MAX_PEAK_BYTES, MAX_PEAK_BYTES),
+                      limit(ENV_MAX_FLOPS, MAX_FLOPS))
+    return bound(executor, bundle.manifest["inputs"], bundle.path, chosen, source)
 
 
 def _head(out) -> np.ndarray:
@@ -142,19 +185,21 @@ def _proba(x, form) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))).astype(np.float32)
 
 
-def load(path, backend: str = "auto") -> Model:
+def load(path, backend: str = "auto", max_batch: int | None = None) -> Model:
     """Open a bundle, verify every member's hash, apply this device's signing
     policy (see signing.py: with trusted keys installed, only bundles signed by
     one of them load), and prepare ``backend`` ("auto": among the backends installed
     here that the bundle carries, the one measured fastest at the bundle's latency
     batch when its manifest carries measured estimates, else the target's preferred
-    one; ``model.backend_reason`` says which rule applied)."""
+    one; ``model.backend_reason`` says which rule applied). ``max_batch``: the largest
+    batch predict() takes (default: the manifest's, else the largest within the limits
+    of bounds.py, at most 65536); a graph that cannot run it within those limits is refused."""
     from .allocator import tune
     from .signing import load_trusted_keys
     tune()                      # keep freed run memory in the process (see allocator.py)
     # the signing policy is applied before any member is inflated (read_bundle)
     bundle = read_bundle(path, trusted=load_trusted_keys())
     signature = bundle.verification
-    model = Model(bundle, backend=backend)
+    model = Model(bundle, backend=backend, max_batch=max_batch)
     model.signature = signature
     return model

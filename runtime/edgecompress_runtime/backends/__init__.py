@@ -97,15 +97,25 @@ def _create(name: str, bundle):
     try:
         if name == "litert":
             from .litert import LiteRTBackend
-            return LiteRTBackend(bundle)
-        from .executorch import ExecuTorchBackend
-        return ExecuTorchBackend(bundle)
+            backend = LiteRTBackend(bundle)
+        else:
+            from .executorch import ExecuTorchBackend
+            backend = ExecuTorchBackend(bundle)
+        _smoke(backend, bundle)
+        return backend
     except BackendError:
         raise
     except Exception as e:  # noqa: BLE001 - a runtime rejects a corrupt artifact in its own ways
         text = str(e).strip().splitlines()
         raise BackendError(f"the bundle's {name} artifact does not load in its runtime "
                            f"({type(e).__name__}: {text[0][:160] if text else ''})") from None
+
+
+def _smoke(backend, bundle) -> None:
+    """One run on zero inputs of one row: an artifact that loads but cannot run (a corrupt .tflite
+    fails in AllocateTensors, a .pte in execute) fails here, at load, where "auto" falls back."""
+    from ..bounds import probe_feeds
+    backend.run(probe_feeds(bundle.manifest["inputs"], 1, 1 << 28, bundle.path))
 
 
 def preference(bundle) -> list[str]:

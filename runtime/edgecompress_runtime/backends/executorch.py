@@ -46,6 +46,11 @@ class ExecuTorchBackend:
     def __init__(self, bundle=None, *, data: bytes | None = None, meta: dict | None = None):
         if bundle is not None:
             data, meta = artifact(bundle, "executorch")
+        if len(data) < 8 or data[4:6] != b"ET" or not data[6:8].isdigit():
+            # checked here: ExecuTorch 1.x logs a bad identifier's raw bytes and aborts the process
+            # (std::terminate on a UnicodeDecodeError in its log callback) instead of raising
+            raise BackendError(f"ExecuTorch could not load the bundle's .pte: its file identifier is "
+                               f"{bytes(data[4:8])!r}, not b'ET' and two digits")
         self.runtime = runtime_module()
         self._data = data
         self.max_batch = int((meta.get("batch") or {}).get("max") or 1024)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..array_checks import check_arrays
 from ..bundle import Bundle
 from ..errors import BundleError
 from ..ops import OPS, check_ops
@@ -15,6 +16,7 @@ def load_params(bundle: Bundle) -> dict[str, Param]:
         kind = meta.get("kind")
         roles = KINDS.get(kind, ()) + OPTIONAL
         arrays = {r: bundle.array(meta["members"][r]) for r in roles if r in meta.get("members", {})}
+        check_arrays(name, kind, meta.get("shape", ()), meta.get("bits", 32), arrays)
         params[name] = Param(name, kind, arrays, meta.get("shape", ()), meta.get("bits", 32), act=meta.get("act"))
     return params
 
@@ -34,6 +36,7 @@ class GraphExecutor:
         self._steps = [(OPS[n["op"]], [self._resolver(a) for a in n.get("args", [])], n["out"])
                        for n in nodes]
         self._frees = self._last_uses(nodes)
+        self.ops = [n["op"] for n in nodes]
 
     def _last_uses(self, nodes) -> list[tuple]:
         """Per step, the values no later step reads: run() drops them right away, so a
@@ -91,6 +94,17 @@ class GraphExecutor:
                 env.pop(k, None)
         outs = [env[o] for o in self.outputs]
         return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def run_timed(self, feeds: dict[str, np.ndarray], clock, times: list) -> None:
+        """run() with ``clock()`` read around every node, appending each node's seconds to
+        ``times`` in graph order (the op profile: edgecompress_runtime/profile.py)."""
+        env = dict(feeds)
+        for (fn, resolvers, out), frees in zip(self._steps, self._frees):
+            t = clock()
+            env[out] = fn(*[r(env) for r in resolvers])
+            times.append(clock() - t)
+            for k in frees:
+                env.pop(k, None)
 
 
 class NumpyBackend:

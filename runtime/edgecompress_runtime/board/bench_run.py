@@ -3,7 +3,8 @@ before, then exactly what ``edgecompress-runtime bench ... --json FILE`` does (i
 CLI entry point; its table goes to stderr), then temperatures after.
 
     python -m edgecompress_runtime.board.bench_run '{"bundle": ..., "batch": "1,64", "warmup": 20,
-        "iters": 200, "backend": "auto", "json": "/tmp/out.json", "min_seconds": 0, "facts": true}'
+        "iters": 200, "backend": "auto", "json": "/tmp/out.json", "min_seconds": 0, "cores": null,
+        "facts": true, "profile": {"batch": 256, "runs": 100}}'
 
 Prints one JSON line: ``{"rc", "result" (the bench JSON or null), "before", "after"}``.
 """
@@ -22,8 +23,14 @@ def run(a: dict) -> dict:
     before = facts(full=bool(a.get("facts")))
     argv = ["bench", a["bundle"], "--batch", str(a["batch"]), "--warmup", str(a["warmup"]), "--iters",
             str(a["iters"]), "--backend", a.get("backend", "auto"), "--json", a["json"]]
-    if a.get("min_seconds"):
-        argv += ["--min-seconds", str(a["min_seconds"])]
+    argv += ["--min-seconds", str(float(a.get("min_seconds") or 0.0))]
+    if a.get("cores"):
+        argv += ["--cores", str(a["cores"])]
+    prof = a.get("profile")
+    if prof:                                          # the op profile (profile.py), in the same JSON
+        argv += ["--profile", "--profile-runs", str(int(prof.get("runs") or 100))]
+        if prof.get("batch"):
+            argv += ["--profile-batch", str(int(prof["batch"]))]
     with contextlib.redirect_stdout(sys.stderr):     # stdout carries our one JSON line only
         rc = runtime_main(argv)
     result = None

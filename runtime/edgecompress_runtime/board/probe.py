@@ -63,7 +63,8 @@ def clean_staging(work: str, staging: str) -> list:
                 pass
         cleaned.append(name)
     for name in os.listdir(work):          # half-made `current` links of an interrupted switch
-        if name.startswith(".current."):
+        # (.current.<sshd-pid>.<token>: a live session's may be mid-switch under the install lock)
+        if name.startswith(".current.") and not session_alive(name.split(".")[2]):
             try:
                 os.unlink(os.path.join(work, name))
             except OSError:
