@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.edgecompress-installed
 
-.PHONY: demo test setup clean bench system-deps arm64-board
+.PHONY: demo test setup clean bench fuzz system-deps arm64-board
 
 $(STAMP): pyproject.toml runtime/pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ test: $(STAMP) system-deps arm64-board
 
 bench: $(STAMP)
 	$(PY) benchmarks/runtime_gather.py
+
+# Coverage-guided fuzzing of the bundle loader (atheris / libFuzzer), 10 minutes; FUZZ_ARGS=--signed to
+# require signatures. Results: benchmarks/results/fuzz_coverage.json, findings in benchmarks/results/fuzz_findings/.
+fuzz: $(STAMP)
+	$(PY) -m pip install -q atheris
+	$(PY) benchmarks/fuzz_coverage.py --seconds $${FUZZ_SECONDS:-600} $(FUZZ_ARGS)
 
 clean:
 	rm -rf $(VENV) out build *.egg-info runtime/*.egg-info

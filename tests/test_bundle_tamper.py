@@ -370,6 +370,37 @@ def test_npy_header_declaring_a_huge_shape_is_refused_before_allocating(bundles,
     assert time.perf_counter() - t0 < 5
 
 
+@pytest.mark.parametrize("header", [b"{'descr': '<f4', 'fortran_order': False, 'shape': (4,\n",   # TokenError
+                                    b"{'descr': '<f4', 'shape': ((((((((((((((((((((((((((((((("])
+def test_npy_header_numpy_cannot_parse_is_refused(bundles, tmp_path, header):
+    """Found by benchmarks/fuzz_coverage.py: numpy parses .npy headers with tokenize/ast, whose errors
+    (TokenError, SyntaxError) are not ValueErrors."""
+    src = bundles["fp32"].path
+    m = _manifest(src)
+    victim = next(n for n in m["members"] if n.startswith("arrays/"))
+    body = header.ljust(118) + b"\n"
+    evil = b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body + b"\x00" * 16
+    m["members"][victim] = {"sha256": sha256(evil), "size": len(evil)}
+    mbytes = json.dumps(m).encode()
+    bad = tmp_path / "badheader.ecb"
+
+    def edit(name, d):
+        return {MANIFEST: mbytes, MANIFEST_HASH: (sha256(mbytes) + "\n").encode(), victim: evil}.get(name, d)
+    _rewrite(src, bad, edit)
+    with pytest.raises(ecr.BundleError, match="not a plain .npy array"):
+        ecr.load(bad)
+
+
+def test_an_entry_with_an_empty_name_is_refused(bundles, tmp_path):
+    """Found by benchmarks/fuzz_coverage.py: zipfile's is_dir() raises IndexError on an empty name."""
+    rows = _stored_entries(bundles["fp32"].path)
+    rows.append(("", zipfile.ZIP_STORED, b"x", zlib.crc32(b"x"), 1, 0o644 << 16))
+    bad = tmp_path / "noname.ecb"
+    bad.write_bytes(_raw_zip(rows))
+    with pytest.raises(ecr.BundleError, match="directory, symlink or special-file"):
+        ecr.load(bad)
+
+
 def test_error_messages_stay_one_short_line(bundles, tmp_path):
     # 3000 unlisted members: a few are named, the rest counted
     bad = tmp_path / "many.ecb"

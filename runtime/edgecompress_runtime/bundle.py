@@ -110,8 +110,10 @@ class Bundle:
                                  f"the member holds {have}")
             f.seek(0)
             return np.load(f, allow_pickle=False)
-        except (ValueError, TypeError, OverflowError, EOFError) as e:
-            raise BundleError(f"{self.path}: member {_name(member)} is not a plain .npy array ({_clip(e)})") from None
+        except Exception as e:  # noqa: BLE001 - numpy parses the header with tokenize/ast: any of their errors
+            # (TokenError, SyntaxError, RecursionError, ...) means the member is not a plain .npy array
+            raise BundleError(f"{self.path}: member {_name(member)} is not a plain .npy array "
+                              f"({type(e).__name__}: {_clip(e)})") from None
 
 
 def file_sha256(path) -> str:
@@ -202,7 +204,8 @@ def load_json(data: bytes, what: str, path: str):
 def _is_regular(info: zipfile.ZipInfo) -> bool:
     mode = info.external_attr >> 16
     kind = stat.S_IFMT(mode)
-    return kind in (0, stat.S_IFREG) and not info.is_dir() and not info.filename.endswith("/")
+    # (an empty name is no file either; zipfile's is_dir() would raise on it)
+    return bool(info.filename) and kind in (0, stat.S_IFREG) and not info.filename.endswith("/")
 
 
 def _check_directory(path: str, infos: list, max_member: int, max_total: int) -> dict:
