@@ -48,8 +48,9 @@ def _imports(name: str, path: Path, tree: ast.Module, top_level_only: bool) -> s
                 mod = ".".join(base[: len(base) - node.level + 1] + ([node.module] if node.module else []))
             else:
                 mod = node.module or ""
-            found.add(mod)
             found.update(f"{mod}.{a.name}" for a in node.names)
+            if not node.level or node.module:   # `from . import x` imports the submodule x, not its package
+                found.add(mod)
     return {m for m in found if m.split(".")[0] in PACKAGES}
 
 
@@ -101,9 +102,9 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def _parent_packages_removed(graph):
-    # A package's __init__ re-exporting its submodules is not a cycle with them.
-    return {m: {d for d in deps if not m.startswith(d + ".") and not d.startswith(m + ".")}
-            for m, deps in graph.items()}
+    # Importing a submodule runs its packages' __init__ first: that implicit edge to a parent is no import
+    # of ours. A package's __init__ importing its own submodules is a real edge, and kept.
+    return {m: {d for d in deps if not m.startswith(d + ".")} for m, deps in graph.items()}
 
 
 def test_no_import_cycles():

@@ -4,6 +4,8 @@
     model = ecr.load("model.ecb")            # verifies hashes, picks a backend
     logits = model.predict({"dense": d, "sparse": s})
 """
+# the Core ATen overloads register into ops.OPS here, so the op set is whole whenever the package is imported
+from . import aten  # noqa: F401
 from .bundle import FORMAT_VERSION, read_bundle
 from .errors import BackendError, BundleError, InputError
 from .model import Model, load

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import math
 import os
 import stat
@@ -34,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .bundle_json import clip as _clip, load_json
 from .errors import BundleError
 
 FORMAT = "edgecompress-bundle"
@@ -134,7 +134,6 @@ MAX_BUNDLE_BYTES = 512 << 20      # sum of declared uncompressed sizes
 MAX_MEMBERS = 4096                # entries in the zip
 MAX_MANIFEST_BYTES = 16 << 20     # manifest.json
 MAX_SIDECAR_BYTES = 4096          # manifest.sha256 and manifest.sig
-MAX_JSON_DEPTH = 64               # nesting of manifest.json / manifest.sig
 ENV_MAX_MEMBER_BYTES = "EDGECOMPRESS_RUNTIME_MAX_MEMBER_BYTES"
 ENV_MAX_BUNDLE_BYTES = "EDGECOMPRESS_RUNTIME_MAX_BUNDLE_BYTES"
 _CHUNK = 1 << 20
@@ -156,12 +155,6 @@ def _limit(value, env: str, default: int) -> int:
     return value
 
 
-def _clip(text: str, n: int = 120) -> str:
-    """One line, at most about ``n`` characters."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= n else text[: n - 3] + "..."
-
-
 def _name(name) -> str:
     return _clip(repr(name), 80)
 
@@ -172,33 +165,6 @@ def _few(names) -> str:
     shown = ", ".join(_name(n) for n in names[:_MAX_MESSAGE_NAMES])
     rest = len(names) - _MAX_MESSAGE_NAMES
     return shown + (f" and {rest} more" if rest > 0 else "")
-
-
-def json_depth(obj) -> int:
-    """Nesting depth of parsed JSON (iterative: no recursion on hostile input)."""
-    deepest, stack = 0, [(obj, 1)]
-    while stack:
-        o, d = stack.pop()
-        if isinstance(o, dict):
-            o = list(o.values())
-        if isinstance(o, list):
-            deepest = max(deepest, d)
-            stack.extend((c, d + 1) for c in o if isinstance(c, (dict, list)))
-    return deepest
-
-
-def load_json(data: bytes, what: str, path: str):
-    """Parse JSON from a bundle: bad JSON or nesting deeper than MAX_JSON_DEPTH is a BundleError."""
-    try:
-        obj = json.loads(data)
-    except RecursionError:
-        raise BundleError(f"{path}: {what} is nested too deeply (limit {MAX_JSON_DEPTH} levels)") from None
-    except ValueError as e:
-        raise BundleError(f"{path}: {what} is not valid JSON ({_clip(e)})") from None
-    depth = json_depth(obj)
-    if depth > MAX_JSON_DEPTH:
-        raise BundleError(f"{path}: {what} is nested {depth} levels deep (limit {MAX_JSON_DEPTH})")
-    return obj
 
 
 def _is_regular(info: zipfile.ZipInfo) -> bool:

@@ -451,5 +451,3 @@ def check_ops(nodes) -> None:
         raise BundleError(
             f"bundle uses ops this runtime does not implement: {', '.join(unknown)}; "
             "upgrade edgecompress-runtime")
-
-from . import aten  # noqa: E402,F401  (Core ATen overloads register into OPS)

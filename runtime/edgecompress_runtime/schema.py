@@ -7,7 +7,7 @@ violation is a ``BundleError`` naming the field path, e.g.
 ``manifest.params["emb0"].bits: 3 not in {2, 4, 8}``. The published table of fields is
 docs/bundle-format.md ("Manifest schema"). Fields the runtime does not use (``metrics``,
 ``provenance``, ``plan``, ...) are free-form but bounded like everything else: nesting
-(``bundle.MAX_JSON_DEPTH``), string length (``MAX_STRING``), total JSON values
+(``bundle_json.MAX_JSON_DEPTH``), string length (``MAX_STRING``), total JSON values
 (``MAX_VALUES``). Unknown top-level fields are allowed (newer writers), within those bounds.
 """
 from __future__ import annotations

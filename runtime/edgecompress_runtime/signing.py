@@ -27,6 +27,7 @@ import stat as statmod
 from pathlib import Path
 
 from . import ed25519
+from .bundle_json import load_json
 from .errors import BundleError
 
 ENV_VAR = "EDGECOMPRESS_RUNTIME_TRUSTED_KEYS"
@@ -115,7 +116,6 @@ def _one_line(e) -> str:
 
 def parse_signature(data: bytes, path: str) -> dict:
     """Validate the shape of ``manifest.sig``; the signature is checked by ``check``."""
-    from .bundle import load_json
     sig = load_json(data, "manifest.sig", path)
     if not isinstance(sig, dict) or sig.get("alg") != ALG or not isinstance(sig.get("key_id"), str) \
             or not isinstance(sig.get("signature"), str):
