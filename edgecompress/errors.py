@@ -13,8 +13,8 @@ __all__ = ["EdgecompressError", "TargetError", "LatencyTableError", "DataError",
            "UnsupportedOpError", "BudgetError", "DeployError", "InventoryError", "UnreachableError",
            "NoBannerError", "HostKeyError", "UnknownHostError", "AuthError", "ConnectionLostError",
            "RemoteTimeoutError", "RemoteCommandError", "DiskFullError", "SignatureError", "ParityError",
-           "FarmError", "AgreementError", "RuntimeErrorBase", "BundleError", "InputError", "BackendError", "ERRORS",
-           "EXIT_CODES", "exit_code"]
+           "FarmError", "FarmMovedError", "AgreementError", "RuntimeErrorBase", "BundleError", "InputError",
+           "BackendError", "ERRORS", "EXIT_CODES", "exit_code"]
 
 
 class EdgecompressError(Exception):
@@ -117,6 +117,10 @@ class FarmError(DeployError):
     """Some farm jobs failed (their results and errors are in farm.json)."""
 
 
+class FarmMovedError(FarmError):
+    """Every farm job finished, but some ran on another board than planned (their board went down)."""
+
+
 class AgreementError(DeployError):
     """The bundle was compiled for a target the board cannot be (architecture); ``--force`` overrides."""
 
@@ -143,6 +147,7 @@ EXIT_CODES: dict[type[BaseException], int] = {  # flat table
     ParityError: 22,
     FarmError: 23,
     AgreementError: 24,
+    FarmMovedError: 25,
 }
 
 # Everything the CLI reports as one line and an exit code (anything else is a bug: a traceback).

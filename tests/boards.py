@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -124,6 +125,23 @@ def _wait_port(host: str, port: int, netns: str | None, timeout: float = 10.0) -
     raise RuntimeError(f"sshd did not start listening on {host}:{port}")
 
 
+def _wait_port_in(netns: str, host: str, port: int, timeout: float = 10.0) -> None:
+    """Like _wait_port, seen from inside ``netns`` (for a board the host cannot reach)."""
+    code = ("import socket,sys,time\n"
+            "d=time.monotonic()+float(sys.argv[3])\n"
+            "while time.monotonic()<d:\n"
+            " try:\n"
+            "  s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=0.5);s.settimeout(2)\n"
+            "  if s.recv(8).startswith(b'SSH-'): sys.exit(0)\n"
+            " except OSError: pass\n"
+            " time.sleep(0.02)\n"
+            "sys.exit(1)\n")
+    r = _sh("ip", "netns", "exec", netns, sys.executable, "-c", code, host, port, timeout, check=False,
+            timeout=timeout + 10)
+    if r.returncode != 0:
+        raise RuntimeError(f"sshd did not start listening on {host}:{port} (seen from {netns})")
+
+
 @dataclass
 class Board:
     """One sshd board. ``start()`` it, use ``spec``/``device()``/``settings()``, ``stop()`` it."""
@@ -139,6 +157,7 @@ class Board:
     sshd_pid: int | None = None
     extra_config: str = ""
     loopback: bool = False           # force 127.0.0.1 even where namespaces work
+    behind: "Board | None" = None    # a namespace board reachable only from this (jump) board's namespace
     _faults: list = field(default_factory=list)
 
     # -- paths
@@ -246,7 +265,10 @@ class Board:
         self._join_cgroup()
         with _lock:
             _live.append(self)
-        _wait_port(self.host, self.port, self.netns)
+        if self.behind is not None:
+            _wait_port_in(self.behind.netns, self.host, self.port)
+        else:
+            _wait_port(self.host, self.port, self.netns)
         return self
 
     # CPU accounting: the board's sshd (and so every session and command it starts) in its own
@@ -277,6 +299,8 @@ class Board:
         return int(dict(line.split() for line in text.splitlines())["usage_usec"]) / 1e6
 
     def _make_netns(self) -> None:
+        if self.behind is not None:
+            return self._make_netns_behind()
         # claim a /30 in 10.200.0.0/16 by creating the namespace (fails if another run holds it)
         base = (os.getpid() * 7 + self.index * 131) % 16000 + 1
         for k in range(base, base + 16000):
@@ -299,6 +323,35 @@ class Board:
             self.netns, self.veth_host, self.veth_board = name, h, b
             self.host, self.port = boardip, 22
             return
+
+    def _make_netns_behind(self) -> None:
+        """Own namespace B with a veth pair into the jump board's namespace A (10.201.x.y/30):
+        A reaches B, the host has no link or route to B."""
+        jump = self.behind
+        assert jump.netns, "a board behind a jump board needs the jump board in a namespace"
+        base = (os.getpid() * 11 + self.index * 131) % 16000 + 1
+        for k in range(base, base + 16000):
+            n = k % 16000 + 1
+            name = f"{_PREFIX}{n}"
+            if _sh("ip", "netns", "add", name, check=False).returncode != 0:
+                continue
+            a_end, b_end = f"{_PREFIX}{n}j", f"{_PREFIX}{n}b"
+            if _sh("ip", "link", "add", a_end, "type", "veth", "peer", "name", b_end, check=False).returncode:
+                _sh("ip", "netns", "del", name, check=False)
+                continue
+            a = n * 4
+            jumpip, boardip = f"10.201.{a // 256}.{a % 256 + 1}", f"10.201.{a // 256}.{a % 256 + 2}"
+            _sh("ip", "link", "set", a_end, "netns", jump.netns)
+            _sh("ip", "link", "set", b_end, "netns", name)
+            _sh("ip", "-n", jump.netns, "addr", "add", f"{jumpip}/30", "dev", a_end)
+            _sh("ip", "-n", jump.netns, "link", "set", a_end, "up")
+            _sh("ip", "-n", name, "addr", "add", f"{boardip}/30", "dev", b_end)
+            _sh("ip", "-n", name, "link", "set", b_end, "up")
+            _sh("ip", "-n", name, "link", "set", "lo", "up")
+            self.netns, self.veth_board = name, b_end   # no veth_host: nothing on the host's side
+            self.host, self.port = boardip, 22
+            return
+        raise RuntimeError("no free namespace for a board behind a jump board")
 
     def _write_config(self) -> None:
         cfg = f"""
@@ -486,6 +539,23 @@ class SilentListener:
 
 
 # ---------------------------------------------------------------------------- bundles for deploy tests
+
+def start_bastion_pair(index: int | None = None) -> tuple[Board, Board]:
+    """A jump board A (own namespace, reachable from the host) and a target board B in a
+    namespace reachable only from A. A also accepts B's client key, and B's known_hosts
+    file holds both host keys, so ``b.device()`` / ``b.settings()`` work through A."""
+    jump = start_board(index)
+    try:
+        target = start_board(behind=jump)
+    except BaseException:
+        jump.stop()
+        raise
+    auth = jump.home / ".ssh" / "authorized_keys"
+    with open(auth, "a") as f:
+        f.write(target.client_key.with_suffix(".pub").read_text())
+    target.known_hosts.write_text(jump.known_hosts_line() + target.known_hosts_line())
+    return jump, target
+
 
 def make_bundles(out_dir: Path) -> dict[str, Path]:
     """Two small, different, valid bundles (numpy only, no app artifacts): fp32 and int8."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..deploy.agreement import check_target
-from ..errors import EdgecompressError, FarmError, InventoryError
+from ..errors import EdgecompressError, FarmError, FarmMovedError, InventoryError
 from .options import (add_bench_args, add_profile_args, add_ssh_args, add_verb, board_from_args,
                       board_kwargs_from_args, inventory_from_args, profile_from_args, settings_from_args, write_json)
 
@@ -52,8 +52,15 @@ def add_parsers(sub) -> None:
 def _add_farm(sub) -> None:
     p = add_verb(sub, "farm", "benchmark bundles on many boards in parallel (devices.toml)", """
   edgecompress farm a.ecb b.ecb --inventory devices.toml --tags lab    # out/farm/farm.json + farm.html
-  edgecompress farm a.ecb --device pi@10.0.0.21 --device pi@10.0.0.22 --parallel 2""")
-    p.add_argument("bundles", nargs="+")
+  edgecompress farm a.ecb --device pi@10.0.0.21 --device pi@10.0.0.22 --parallel 2
+  edgecompress farm a.ecb b.ecb --inventory devices.toml --resume out/farm   # run what out/farm has not done
+  edgecompress farm report out/farm/farm.json          # the table and farm.html again, from the file alone
+
+exit status: 0 every job ok; 25 all done but some moved to another board (a board went down);
+23 some jobs failed (docs/cli.md)""")
+    p.add_argument("bundles", nargs="+", metavar="BUNDLE",
+                   help="bundles to benchmark; or `report FILE`: the table and page of a farm.json / farm.jsonl "
+                        "/ their directory, without boards")
     add_ssh_args(p, device=False)
     which = p.add_argument_group("which boards (one of)").add_mutually_exclusive_group()
     which.add_argument("--device", "-d", action="append", help="a device (name or user@host[:port]); repeatable")
@@ -62,7 +69,11 @@ def _add_farm(sub) -> None:
     p.add_argument("--retries", type=int, default=2, help="retries of a dropped device before its work moves "
                                                           "(default 2)")
     p.add_argument("--backoff", type=float, default=2.0, help="first retry delay in s, doubling (default 2)")
-    p.add_argument("--out", default="out/farm", help="where farm.json and farm.html go (default out/farm)")
+    p.add_argument("--out", help="where farm.json, farm.jsonl and farm.html go (default out/farm; with --resume "
+                                 "the resumed run's directory; with report the file's directory)")
+    p.add_argument("--resume", metavar="FARM_JSON",
+                   help="an earlier run's farm.json, farm.jsonl or directory: skip the jobs it finished (same "
+                        "bundle sha256 and device), run the rest")
     add_bench_args(p)
     p.set_defaults(fn=farm_cmd)
 
@@ -154,6 +165,8 @@ def _print_profile(prof: dict, top: int) -> None:
 def farm_cmd(args) -> int:
     from ..farm import Farm, format_table
     from ..deploy.inventory import resolve
+    if args.bundles[0] == "report" and not Path("report").is_file():
+        return farm_report_cmd(args)
     inv = inventory_from_args(args)
     if inv is None and not args.device:
         raise InventoryError("farm needs --inventory devices.toml (or one or more --device user@host)")
@@ -164,20 +177,57 @@ def farm_cmd(args) -> int:
     settings = settings_from_args(args)
     if inv is not None:
         settings = inv.settings(settings)
-    out_dir = Path(args.out)
+    out_dir = Path(args.out or (_record_dir(args.resume) if args.resume else "out/farm"))
     farm = Farm(devices, args.bundles, settings, parallel=args.parallel, retries=args.retries,
                 backoff_s=args.backoff, out_dir=out_dir,
                 bench_kwargs=bench_kwargs_from_args(args),
-                board_kwargs=board_kwargs_from_args(args))
+                board_kwargs=board_kwargs_from_args(args), resume=args.resume)
     report = farm.run()
     print()
     print(format_table(report))
-    print(f"\nresults: {out_dir / 'farm.json'}   report: {out_dir / 'farm.html'}")
+    print(f"\nresults: {out_dir / 'farm.json'} (journal {out_dir / 'farm.jsonl'})   report: {out_dir / 'farm.html'}")
+    return farm_verdict(report, out_dir / "farm.json")
+
+
+def _record_dir(path) -> Path:
+    p = Path(path)
+    return p if p.is_dir() else p.parent
+
+
+def farm_report_cmd(args) -> int:
+    """``farm report FILE``: the terminal table and farm.html from a farm record alone."""
+    from ..farm import format_table
+    from ..farm.journal import load_report, source
+    from ..report.farm_page import render_html
+    if len(args.bundles) != 2:
+        raise EdgecompressError("farm report takes one farm.json, farm.jsonl or their directory")
+    given = [f for f in ("device", "tags", "inventory", "resume") if getattr(args, f, None)]
+    if given:
+        raise EdgecompressError(f"farm report reads a file, it runs nothing: drop --{', --'.join(given)}")
+    src = source(args.bundles[1])
+    report = load_report(src)
+    out_dir = Path(args.out) if args.out else src.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "farm.html").write_text(render_html(report))
+    print(format_table(report))
+    print(f"\nfrom {src}   report: {out_dir / 'farm.html'}")
+    return farm_verdict(report, src)
+
+
+def farm_verdict(report: dict, where) -> int:
+    """The farm's exit status: 0 all ok; FarmError (23) some failed or never finished;
+    FarmMovedError (25) all done but some moved to another device than planned."""
     s = report["summary"]
-    if s["failed"]:
-        raise FarmError(f"{s['failed']} of {s['jobs']} jobs failed"
-                        + (f"; devices down: {', '.join(s['devices_down'])}" if s["devices_down"] else "")
-                        + f"; the other results are in {out_dir / 'farm.json'}")
+    down = f"; devices down: {', '.join(s['devices_down'])}" if s["devices_down"] else ""
+    moved = f"; {s['moved']} moved to another device" if s.get("moved") else ""
+    if s["failed"] or s.get("unfinished"):
+        what = f"{s['failed']} of {s['jobs']} jobs failed" if s["failed"] else f"0 of {s['jobs']} jobs failed"
+        if s.get("unfinished"):
+            what += f", {s['unfinished']} never finished (resume with --resume {where})"
+        raise FarmError(what + down + moved + f"; the other results are in {where}")
+    if s.get("moved"):
+        raise FarmMovedError(f"all {s['jobs']} jobs done, but {s['moved']} ran on another device than planned"
+                             + down + f" (results in {where})")
     return 0
 
 

@@ -82,6 +82,9 @@ def add_ssh_args(p, device: bool = True) -> None:
     g.add_argument("--allow-password", action="store_true",
                    help=f"allow password login (password from ${PASSWORD_ENV} or a prompt)")
     g.add_argument("--ssh-config", help="ssh config file (default ~/.ssh/config)")
+    g.add_argument("-J", "--jump", metavar="[USER@]HOST[:PORT][,...]",
+                   help="reach the board through these jump hosts (bastions), in order, like ssh -J; wins over "
+                        "devices.toml proxy_jump and ProxyJump in the ssh config; 'none' for a direct connection")
     g.add_argument("--connect-timeout", type=float, help="seconds to connect (default 10)")
     g.add_argument("--timeout", type=float, default=600.0,
                    help="seconds a benchmark on the board may run before it is stopped (default 600)")
@@ -151,6 +154,7 @@ def settings_from_args(args):
         allow_password=args.allow_password,
         identity_files=tuple(args.identity or ()),
         ssh_config=args.ssh_config,
+        proxy_jump=getattr(args, "jump", None),
     )
     if args.connect_timeout:
         s = s.with_(connect_timeout=args.connect_timeout, banner_timeout=args.connect_timeout)

@@ -15,6 +15,12 @@ Safety by default:
   keepalive and ``TCP_USER_TIMEOUT`` on a socket we make ourselves, so a dead
   link fails within bounded time instead of hanging; remote commands run under
   the board's ``timeout`` so a hung one is stopped there too;
+- bastions: ``ProxyJump`` hops (``SSHSettings.proxy_jump``, a device's
+  ``proxy_jump``, or ``ProxyJump`` in ~/.ssh/config) are opened one after the
+  other, each through a ``direct-tcpip`` channel of the previous one, each with
+  the same known_hosts, host-key policy and timeouts as the board; an error
+  names the hop ("jump host 2 of 2 (user@host:22) on the way to ...");
+  ``close()`` closes every hop. ``ProxyCommand`` is not supported (a warning);
 - quoting: ``run([argv...])`` quotes every argument with ``shlex.quote``; shell
   snippets go through ``script(code, *args)`` with the data as positional
   parameters, never pasted into the code.
@@ -29,7 +35,8 @@ other module depends on the SSH library's API), and paramiko's pieces are
 intertwined: the ssh_config lookup, the host-key policies and the transfers all
 work on the same client and transport the ``Connection`` owns. Split by job,
 each part would import paramiko again; the sections below follow the path of a
-connection instead (settings and specs, host keys, connecting, commands, files).
+connection instead (settings and specs, host keys, connecting through jump hosts,
+commands, files).
 """
 from __future__ import annotations
 
@@ -89,6 +96,7 @@ class SSHSettings:
     command_timeout: float = 600.0                # default for run() without its own timeout
     keepalive: float = 5.0                        # SSH keepalive packet every N idle seconds
     tcp_user_timeout: float = 20.0                # unacknowledged data for N s kills the link
+    proxy_jump: str | None = None                 # "[user@]host[:port],..." hops, or "none"; else ssh config
 
     def with_(self, **changes) -> "SSHSettings":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -124,6 +132,27 @@ def split_spec(spec: str) -> tuple[str | None, str, int | None]:
             raise InventoryError(f"{spec!r}: port must be a number from 1 to 65535, got {port!r}")
         port = int(port)
     return user, host, port
+
+
+def parse_jumps(value, where: str = "ProxyJump") -> tuple[str, ...]:
+    """``ProxyJump`` hops: "a,b@c:2222" (or a list) -> ("a", "b@c:2222"); "none" or empty -> ()."""
+    if value is None:
+        return ()
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    if len(items) == 1 and str(items[0]).strip().lower() in ("", "none"):
+        return ()
+    hops = []
+    for item in items:
+        if not isinstance(item, str) or not item.strip():
+            raise InventoryError(f"{where}: empty jump host in {value!r}; write [user@]host[:port],...")
+        hop = item.strip()
+        hop = hop[len("ssh://"):] if hop.startswith("ssh://") else hop
+        try:
+            split_spec(hop)
+        except InventoryError as e:
+            raise InventoryError(f"{where}: jump host {e}") from None
+        hops.append(hop)
+    return tuple(hops)
 
 
 def ssh_config_lookup(alias: str, path: str | None = None) -> dict:
@@ -170,11 +199,16 @@ class _Reject(paramiko.MissingHostKeyPolicy):
         c = self.conn
         files = ", ".join(c.known_hosts_files) or "(no known_hosts file)"
         port_opt = f"-p {c.port} " if c.port != 22 else ""
+        scan = f"ssh-keyscan {port_opt}{c.host}"
+        if c._via is not None:   # ssh-keyscan cannot go through jump hosts: run it on the last one
+            hops = _path_to(c._via)
+            jumps = f"-J {','.join(h.address for h in hops[:-1])} " if len(hops) > 1 else ""
+            scan = f"ssh {jumps}-p {hops[-1].port} {hops[-1].user}@{hops[-1].host} {scan}"
         raise UnknownHostError(
             f"{c.label}: host {hostname} is not in known_hosts ({files}); it offered "
             f"{key.get_name()} key {fingerprint(key)}. Check that fingerprint on the board "
             f"(ssh-keygen -lf /etc/ssh/ssh_host_{_short_type(key)}_key.pub), then record it with "
-            f"`ssh-keyscan {port_opt}{c.host} >> {c.user_known_hosts}` or rerun with --trust-on-first-use")
+            f"`{scan} >> {c.user_known_hosts}` or rerun with --trust-on-first-use")
 
 
 class _TrustOnFirstUse(paramiko.MissingHostKeyPolicy):
@@ -198,6 +232,14 @@ class _TrustOnFirstUse(paramiko.MissingHostKeyPolicy):
                     key.get_name(), fingerprint(key), path)
 
 
+def _path_to(conn: "Connection") -> list["Connection"]:
+    """The hops from here to ``conn`` (itself included), first hop first."""
+    out = [conn]
+    while out[0]._via is not None:
+        out.insert(0, out[0]._via)
+    return out
+
+
 def _short_type(key) -> str:
     name = key.get_name()
     return {"ssh-ed25519": "ed25519", "ssh-rsa": "rsa"}.get(name, "ecdsa" if "ecdsa" in name else name)
@@ -208,7 +250,7 @@ class Connection:
 
     def __init__(self, host: str, user: str | None = None, port: int | None = None,
                  settings: SSHSettings | None = None, name: str | None = None,
-                 connect_kwargs: dict | None = None):
+                 connect_kwargs: dict | None = None, *, _hop: tuple | None = None):
         s_user, s_host, s_port = split_spec(host)
         self.settings = settings or SSHSettings()
         self.alias = s_host
@@ -234,15 +276,33 @@ class Connection:
             self.known_hosts_files = (str(Path.home() / ".ssh" / "known_hosts"), "/etc/ssh/ssh_known_hosts")
         self.user_known_hosts = self.known_hosts_files[0] if self.known_hosts_files else \
             str(Path.home() / ".ssh" / "known_hosts")
-        if "proxycommand" in cfg or "proxyjump" in cfg:
-            log.warning("%s: ProxyCommand/ProxyJump in ssh config are not supported; connecting directly",
-                        self.name)
+        self._hop = _hop          # (i, n, target) when this is jump host i of n on the way to target
+        self._via = None          # the jump host whose direct-tcpip channel carries this connection
+        self.jumps: list[Connection] = []
+        if _hop is None:
+            self._make_jumps(cfg)
         self.client = None
         self._sftp = None
         self._home = None
         self._session_pid = None
         self._has_timeout = None
         self.recorded_host_key = None
+
+    def _make_jumps(self, cfg: dict) -> None:
+        st = self.settings
+        if st.proxy_jump is not None:
+            specs = parse_jumps(st.proxy_jump, "--jump / proxy_jump")
+        else:
+            specs = parse_jumps(cfg.get("proxyjump"), f"ssh config ProxyJump for {self.alias}")
+        if "proxycommand" in cfg and not specs:
+            log.warning("%s: ProxyCommand in ssh config is not supported (use ProxyJump); connecting directly",
+                        self.name)
+        hop_settings = replace(st, proxy_jump="none")
+        for i, spec in enumerate(specs):
+            hop = Connection(spec, settings=hop_settings, _hop=(i + 1, len(specs), self))
+            hop._via = self.jumps[-1] if self.jumps else None
+            self.jumps.append(hop)
+        self._via = self.jumps[-1] if self.jumps else None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -251,8 +311,17 @@ class Connection:
         return f"{self.user}@{self.host}:{self.port}"
 
     @property
+    def hop_name(self) -> str:
+        """"jump host 1 of 2 (user@host:port)" for a hop; the address otherwise."""
+        if self._hop is None:
+            return self.address
+        return f"jump host {self._hop[0]} of {self._hop[1]} ({self.address})"
+
+    @property
     def label(self) -> str:
         where = f"{self.user}@{self.host}:{self.port}"
+        if self._hop is not None:
+            return f"{self.hop_name} on the way to {self._hop[2].label}"
         plain = {_sanitize(x) for x in (where, f"{self.user}@{self.alias}", f"{self.user}@{self.alias}:{self.port}",
                                         self.alias, f"{self.alias}:{self.port}")}
         if self.name is None or self.name == where or _sanitize(self.name) in plain:
@@ -283,11 +352,22 @@ class Connection:
         self._home = None
         self._session_pid = None
         self._has_timeout = None
+        for hop in reversed(self.jumps):   # the board's transport ran inside the last hop's channel
+            hop.close()
 
     def open(self) -> "Connection":
         if self.is_connected:
             return self
         self.close()
+        try:
+            for hop in self.jumps:
+                hop.open()
+            return self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> "Connection":
         st = self.settings
         sock = self._socket()
         client = paramiko.SSHClient()
@@ -343,6 +423,8 @@ class Connection:
 
     def _socket(self) -> socket.socket:
         st = self.settings
+        if self._via is not None:
+            return self._tunnel()
         try:
             sock = socket.create_connection((self.host, self.port), timeout=st.connect_timeout)
         except ConnectionRefusedError:
@@ -368,6 +450,29 @@ class Connection:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
         return sock
+
+    def _tunnel(self):
+        """A ``direct-tcpip`` channel from the previous jump host to this host: the socket
+        of this connection's SSH transport."""
+        st, via = self.settings, self._via
+        where = f"{self.host}:{self.port}"
+        try:
+            return via.client.get_transport().open_channel("direct-tcpip", (self.host, self.port),
+                                                           ("127.0.0.1", 0), timeout=st.connect_timeout)
+        except paramiko.ChannelException as e:
+            if e.code == 1:   # SSH_OPEN_ADMINISTRATIVELY_PROHIBITED
+                raise UnreachableError(f"{self.label}: {via.hop_name} refused to forward a connection to "
+                                       f"{where} ({e.text}); its sshd needs AllowTcpForwarding yes") from None
+            raise UnreachableError(f"{self.label}: {via.hop_name} cannot reach {where} ({e.text}); check the "
+                                   "address and port as seen from the jump host, and that sshd runs "
+                                   "there") from None
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            if "timeout" in str(e).lower():
+                raise UnreachableError(f"{self.label}: no answer from {where} through {via.hop_name} within "
+                                       f"{st.connect_timeout:g} s; is the board powered and reachable from "
+                                       "the jump host?") from None
+            raise ConnectionLostError(f"{self.label}: lost the connection to {via.hop_name} while opening "
+                                      f"a tunnel to {where} ({type(e).__name__}: {e or 'EOF'})") from None
 
     def _connect_error(self, e: BaseException) -> Exception:
         st = self.settings

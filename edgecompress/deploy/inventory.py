@@ -16,6 +16,8 @@
     port = 22
     user = "pi"
     identity_file = "~/.ssh/id_ed25519"   # else ssh-agent / ~/.ssh/id_*
+    proxy_jump = "me@bastion.lab:22"      # jump host(s), "a,b" or ["a", "b"]; "none" ignores
+                                   # ~/.ssh/config's ProxyJump; --jump on the command line wins
     target = "raspberry-pi-4"      # device profile (edgecompress targets)
     python = "python3"             # interpreter on the board that creates the venv
     workdir = ".edgecompress"      # on the board, relative to the user's home
@@ -34,7 +36,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ..errors import InventoryError, TargetError
-from .connection import SSHSettings, split_spec
+from .connection import SSHSettings, parse_jumps, split_spec
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SSH_KEYS = {"known_hosts": "paths", "ssh_config": "str", "allow_agent": "bool", "look_for_keys": "bool",
@@ -58,6 +60,7 @@ class Device:
     tags: tuple[str, ...] = ()
     packages: tuple[str, ...] = ()
     allow_password: bool = False
+    proxy_jump: str | None = None   # "[user@]host[:port],..." (see connection.parse_jumps)
 
     @property
     def spec(self) -> str:
@@ -72,6 +75,8 @@ class Device:
             settings = settings.with_(identity_files=(self.identity_file,))
         if self.allow_password:
             settings = settings.with_(allow_password=True)
+        if self.proxy_jump and settings.proxy_jump is None:   # --jump on the command line wins
+            settings = settings.with_(proxy_jump=self.proxy_jump)
         return Connection(self.host, user=self.user, port=self.port, settings=settings, name=self.name,
                           connect_kwargs=connect_kwargs or None)
 
@@ -164,6 +169,14 @@ def _device(source: str, where: str, raw: dict, base_dir: Path) -> Device:
             d[key] = tuple(d[key])
     if "allow_password" in d and not isinstance(d["allow_password"], bool):
         raise _fail(source, where, "'allow_password' must be true or false")
+    if "proxy_jump" in d:
+        v = d["proxy_jump"]
+        if not (isinstance(v, str) or isinstance(v, list) and all(isinstance(x, str) for x in v)):
+            raise _fail(source, where, "'proxy_jump' must be \"[user@]host[:port],...\" or an array of those")
+        try:
+            d["proxy_jump"] = ",".join(parse_jumps(v, "proxy_jump")) or "none"
+        except InventoryError as e:
+            raise _fail(source, where, str(e)) from None
     if "identity_file" in d:
         p = Path(d["identity_file"]).expanduser()
         p = p if p.is_absolute() else base_dir / p

@@ -6,15 +6,17 @@ profile, like TVM's RPC tracker pools devices by key: when a device drops out
 backoff; when it keeps failing, or fails in a way retrying cannot fix (host
 key, auth, full disk), it is marked down and its remaining work moves to
 another device of the same profile. A job whose bundle is at fault (parity)
-fails alone. Each outcome is written to ``farm.json`` as it happens, so
-nothing finished is lost when a device, or the farm itself, dies.
+fails alone; a job done by another device than planned is "moved". Each outcome
+is appended to ``farm.jsonl`` (fsync'ed) and ``farm.json`` as it happens, so nothing
+finished is lost when a device, or the farm itself, dies; a ``resume`` run skips the
+jobs an earlier one finished.
 
 Reports: a table in the terminal (``table``), ``farm.json`` (``records``) and
 ``farm.html`` (edgecompress/report/farm_page.py).
 
 Modules by job: ``jobs`` (a job, the errors that move work or not), ``pool`` (the
 ``Farm``: scheduling on local threads), ``records`` (the report dict and farm.json),
-``table`` (the terminal table).
+``journal`` (farm.jsonl: append, replay, what a resume skips), ``table`` (the terminal table).
 """
 from .jobs import BUNDLE_FAULTS, TRANSIENT, Job
 from .pool import Farm

@@ -17,13 +17,15 @@ class Job:
     id: int
     bundle: str
     device: str                      # assigned device
-    status: str = "pending"          # pending | running | ok | failed
+    status: str = "pending"          # pending | running | ok | moved (done on another device) | failed
     ran_on: str | None = None
     attempts: int = 0
     moved_from: list[str] = field(default_factory=list)
     error: dict | None = None
     result: dict | None = None
     seconds: float = 0.0
+    bundle_sha256: str | None = None
+    resumed: bool = False            # done by an earlier run (--resume): carried over, not run again
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

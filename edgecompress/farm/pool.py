@@ -1,7 +1,10 @@
 """The farm's pool: every selected device benchmarks every bundle, on local
 threads (one per device in parallel); a device that drops out is retried with
 exponential backoff, then marked down and its work moved to another device of
-the same target profile (its pool)."""
+the same target profile (its pool). A job done elsewhere than planned is "moved".
+Every finished job is appended to the journal (journal.py) as it finishes; a run
+given ``resume`` (an earlier run's farm.json, farm.jsonl or directory) carries over
+the jobs that run finished (same bundle sha256, same device) and runs the rest."""
 from __future__ import annotations
 
 import threading
@@ -13,14 +16,15 @@ from ..deploy.connection import SSHSettings
 from ..deploy.inventory import Device
 from ..errors import EdgecompressError, NoBannerError
 from .jobs import BUNDLE_FAULTS, TRANSIENT, Job, error_record
-from .records import build_report, save_report
+from .journal import Journal, done_jobs
+from .records import DONE, build_report, bundle_info, device_table, save_report
 
 
 class Farm:
     def __init__(self, devices: list[Device], bundles: list, settings: SSHSettings | None = None, *,
                  parallel: int | None = None, retries: int = 2, backoff_s: float = 1.0,
                  bench_kwargs: dict | None = None, board_kwargs: dict | None = None, out_dir=None,
-                 progress=print, board_factory=None):
+                 progress=print, board_factory=None, resume=None):
         if not devices:
             raise EdgecompressError("the farm has no devices")
         if not bundles:
@@ -47,11 +51,29 @@ class Farm:
         self.facts: dict[str, dict] = {}
         self.cond = threading.Condition()
         self.started = self.finished = None
+        self.bundle_info = {b: bundle_info(b) for b in self.bundles}
+        self.journal: Journal | None = None
+        self._journaled: set = set()
+        self._journaled_down: set = set()
+        done = done_jobs(resume) if resume else {}
         for b in self.bundles:
             for n in self.devices:
-                job = Job(id=len(self.jobs), bundle=b, device=n)
+                job = Job(id=len(self.jobs), bundle=b, device=n, bundle_sha256=self.bundle_info[b]["sha256"])
                 self.jobs.append(job)
-                self.queues[n].append(job)
+                prev = done.get((job.bundle_sha256, n))
+                if prev:
+                    self._carry(job, prev)
+                else:
+                    self.queues[n].append(job)
+        self.resumed = sum(j.resumed for j in self.jobs)
+
+    def _carry(self, job: Job, prev: dict) -> None:
+        """A job an earlier run finished: its outcome, not run again."""
+        for k in ("status", "ran_on", "attempts", "moved_from", "error", "result", "seconds"):
+            setattr(job, k, prev.get(k, getattr(job, k)))
+        job.resumed = True
+        if job.ran_on:
+            self.facts[job.ran_on] = (job.result or {}).get("board", {})
 
     def _ssh_board(self, device: Device):
         from ..deploy.ssh_board import SSHBoard
@@ -131,11 +153,11 @@ class Farm:
             return
         job.seconds = time.perf_counter() - t0
         with self.cond:
-            job.status, job.result, job.error = "ok", res, None
+            job.status, job.result, job.error = ("ok" if name == job.device else "moved"), res, None
             self.failures[name] = 0
             self.facts[name] = res.get("board", {})
         lat = res["latency"]
-        self.progress(f"{label}: ok in {job.seconds:.1f} s: " + ", ".join(
+        self.progress(f"{label}: {job.status} in {job.seconds:.1f} s: " + ", ".join(
             f"b={r['batch']} p50 {r['p50_ms']:.3f} / p90 {r['p90_ms']:.3f} ms" for r in lat)
             + f", parity {res['parity']['max_abs_diff']:.1e}")
 
@@ -191,7 +213,10 @@ class Farm:
         self.started = time.time()
         t0 = time.perf_counter()
         self.progress(f"farm: {len(self.bundles)} bundle(s) x {len(self.devices)} device(s), "
-                      f"{self.parallel} in parallel")
+                      f"{self.parallel} in parallel"
+                      + (f"; {self.resumed} job(s) done by the run resumed, not run again" if self.resumed else ""))
+        if self.out_dir:
+            self._start_journal()
         threads = [threading.Thread(target=self._worker, name=f"farm-{i}", daemon=True)
                    for i in range(self.parallel)]
         try:
@@ -211,6 +236,9 @@ class Farm:
             self.wall_s = time.perf_counter() - t0
             with self.cond:
                 self._save()
+                if self.journal:
+                    self.journal.append({"type": "end", "finished": self.finished, "wall_s": self.wall_s})
+                    self.journal.close()
             if self.out_dir:
                 from ..report.farm_page import render_html
                 (self.out_dir / "farm.html").write_text(render_html(self.report()))
@@ -221,6 +249,27 @@ class Farm:
     def report(self) -> dict:
         return build_report(self)
 
+    def _start_journal(self) -> None:
+        header = {"meta": {"started": self.started, "parallel": self.parallel, "retries": self.retries,
+                           "bench": self.bench_kwargs},
+                  "devices": device_table(self), "bundles": self.bundle_info,
+                  "jobs": [Job(j.id, j.bundle, j.device, bundle_sha256=j.bundle_sha256).to_dict()
+                           for j in self.jobs]}
+        carried = [j for j in self.jobs if j.resumed]
+        with self.cond:
+            self.journal = Journal(self.out_dir, header, [j.to_dict() for j in carried])
+            self._journaled = {j.id for j in carried}
+
     def _save(self) -> None:
-        if self.out_dir:
-            save_report(self.report(), self.out_dir)
+        """Under the lock: append what finished to the journal, then rewrite farm.json."""
+        if not self.out_dir:
+            return
+        if self.journal:
+            for n in sorted(set(self.down) - self._journaled_down):
+                self.journal.append({"type": "down", "name": n, "error": self.down[n]})
+                self._journaled_down.add(n)
+            for j in self.jobs:
+                if j.id not in self._journaled and (j.status in DONE or j.status == "failed"):
+                    self.journal.append({"type": "job", "job": j.to_dict()})
+                    self._journaled.add(j.id)
+        save_report(self.report(), self.out_dir)

@@ -16,11 +16,13 @@ def format_table(report: dict) -> str:
         def cell(r):
             return f"b={r['batch']} {r['p50_ms']:.3f}/{r['p90_ms']:.3f}"
         note = ""
-        if j["status"] != "ok" and j.get("error"):
+        if j["status"] == "failed" and j.get("error"):
             note = f"{j['error']['type']}: {j['error']['message']}"
             note = note if len(note) < 70 else note[:67] + "..."
         elif j["moved_from"]:
             note = f"moved from {', '.join(j['moved_from'])}"
+        if j.get("resumed"):
+            note = "; ".join(x for x in ("from the run resumed", note) if x)
         agree = res.get("agreement", {})
         rows.append([j["device"], j.get("ran_on") or "-", report["devices"][j["device"]]["target"] or "-",
                      Path(j["bundle"]).name, j["status"], f"{size / 1e6:.2f} MB" if size else "-",
@@ -31,9 +33,28 @@ def format_table(report: dict) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     lines = [fmt.format(*head), fmt.format(*["-" * w for w in widths])] + [fmt.format(*r) for r in rows]
-    s = report["summary"]
     lines.append("")
-    lines.append(f"{s['ok']}/{s['jobs']} jobs ok" + (f", devices down: {', '.join(s['devices_down'])}"
-                                                      if s["devices_down"] else "")
-                 + (f", wall {report['wall_s']:.1f} s" if report.get("wall_s") else ""))
+    lines.append(summary_line(report))
+    lines += [f"  down: {n}: {why}" for n, why in down_boards(report)]
     return "\n".join(lines)
+
+
+def summary_line(report: dict) -> str:
+    s = report["summary"]
+    return (f"{s['ok']}/{s['jobs']} jobs ok"
+            + (f", {s['moved']} moved (ran on another device than planned)" if s.get("moved") else "")
+            + (f", {s['failed']} failed" if s.get("moved") and s["failed"] else "")
+            + (f", {s['unfinished']} never finished (the farm was stopped)" if s.get("unfinished") else "")
+            + (f", devices down: {', '.join(s['devices_down'])}" if s["devices_down"] else "")
+            + (f", wall {report['wall_s']:.1f} s" if report.get("wall_s") else ""))
+
+
+def down_boards(report: dict) -> list[tuple[str, str]]:
+    """(device, why) for each device taken out of the run (quarantined: its work moved or failed)."""
+    out = []
+    for n, d in report["devices"].items():
+        if d["status"] == "down":
+            e = d.get("error") or {}
+            why = f"{e.get('type', '?')}: {e.get('message', '')}"
+            out.append((n, why if len(why) < 200 else why[:197] + "..."))
+    return out

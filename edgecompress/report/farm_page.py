@@ -1,5 +1,7 @@
 """The farm page (``farm.html``): the devices, latency per device and bundle for each batch
-size (log scale: tails are often 10-100x the median), bundle size vs p90, and every job."""
+size (log scale: tails are often 10-100x the median), bundle size vs p90, every job (``moved``:
+done on another device than planned) and the devices taken out of the run, with why.
+Drawn from the report dict alone: ``edgecompress farm report farm.json`` redraws it."""
 from __future__ import annotations
 
 import time
@@ -7,6 +9,8 @@ from pathlib import Path
 
 from . import kit
 from .kit import PALETTE, esc
+
+DONE = ("ok", "moved")   # edgecompress.farm.records.DONE (the report kit does not import the farm)
 
 
 def _colors(report: dict) -> dict[str, str]:
@@ -59,7 +63,7 @@ def size_vs_p90_svg(points: list[tuple[float, float, str, str]], batch: int, col
 
 
 def charts(report: dict) -> list[str]:
-    ok_jobs = [j for j in report["jobs"] if j["status"] == "ok" and j.get("result")]
+    ok_jobs = [j for j in report["jobs"] if j["status"] in DONE and j.get("result")]
     colors = _colors(report)
     batches = sorted({r["batch"] for j in ok_jobs for r in j["result"]["latency"]})
     out = []
@@ -108,14 +112,16 @@ def tables(report: dict) -> tuple[str, str]:
         res = j.get("result") or {}
         lat = " ".join(f"b={r['batch']}: {r['p50_ms']:.3f}/{r['p90_ms']:.3f}/{r['p99_ms']:.3f}"
                        for r in res.get("latency", []))
-        note = (_short((j.get("error") or {}).get("message", "")) if j["status"] != "ok" else
+        note = (_short((j.get("error") or {}).get("message", "")) if j["status"] == "failed" else
                 (f"moved from {', '.join(j['moved_from'])}" if j.get("moved_from") else ""))
+        if j.get("resumed"):
+            note = "; ".join(x for x in ("from the run resumed", note) if x)
         rows.append([j["device"], j.get("ran_on"), Path(j["bundle"]).name, j["status"], j["attempts"], lat,
                      _diff((res.get("parity") or {}).get("max_abs_diff")), verdict_of(res).upper(),
                      "; ".join(x for x in (_why(res), note) if x)])
     jobs = kit.table(["device", "ran on", "bundle", "status", "attempts", "latency p50/p90/p99 (ms)", "parity",
                       "verdict", "note"], rows, text_cols=(1, 2, 3, 5, 7, 8),
-                     row_classes=[j["status"] if j["status"] != "ok" or verdict_of(j.get("result") or {})
+                     row_classes=[j["status"] if j["status"] not in DONE or verdict_of(j.get("result") or {})
                                   in ("stable", "") else "noisy" for j in report["jobs"]])
     return devices, jobs
 
@@ -132,13 +138,35 @@ def _why(res: dict) -> str:
 
 
 def _noisy_note(report: dict) -> str:
-    bad = [j for j in report["jobs"] if j["status"] == "ok" and verdict_of(j.get("result") or {})
+    bad = [j for j in report["jobs"] if j["status"] in DONE and verdict_of(j.get("result") or {})
            in ("noisy", "unusable")]
     if not bad:
         return ""
     names = ", ".join(f"{j['ran_on']} / {Path(j['bundle']).name} ({verdict_of(j['result'])})" for j in bad)
     return (f"<p class='note'><b>{len(bad)} run(s) not stable</b>: {esc(names)}. Their numbers are shown but "
             "are not a reliable comparison; the reasons are in the verdict column and farm.json.</p>")
+
+
+def _down_section(report: dict) -> str:
+    """The devices taken out of the run (quarantined) and why: their work moved or failed."""
+    down = [(n, d.get("error") or {}) for n, d in report["devices"].items() if d["status"] == "down"]
+    if not down:
+        return ""
+    items = "".join(f"<li><b>{esc(n)}</b>: {esc(e.get('type', '?'))}: {esc(_short(e.get('message', '')))}</li>"
+                    for n, e in down)
+    return f"<h2>Devices down</h2><p class='note'>taken out of this run; their jobs moved or failed</p><ul>{items}</ul>"
+
+
+def _summary(report: dict) -> str:
+    s = report["summary"]
+    out = f"{s['ok']}/{s['jobs']} jobs ok"
+    if s.get("moved"):
+        out += f" &middot; {s['moved']} moved (ran on another device than planned)"
+    if s.get("failed"):
+        out += f" &middot; {s['failed']} failed"
+    if s.get("unfinished"):
+        out += f" &middot; {s['unfinished']} never finished (the farm was stopped)"
+    return out
 
 
 def render_html(report: dict) -> str:
@@ -148,10 +176,11 @@ def render_html(report: dict) -> str:
     devices, jobs = tables(report)
     down = f" &middot; devices down: {esc(', '.join(s['devices_down']))}" if s.get("devices_down") else ""
     parts = ["<h1>edgecompress farm report</h1>",
-             f"<p>{esc(when)} &middot; {s['ok']}/{s['jobs']} jobs ok &middot; wall {report.get('wall_s') or 0:.1f} s "
+             "<style>tr.moved td{background:#eaf1fb}tr.pending td{background:#f0f0f0}</style>",
+             f"<p>{esc(when)} &middot; {_summary(report)} &middot; wall {report.get('wall_s') or 0:.1f} s "
              f"&middot; {report['parallel']} in parallel{down}</p>",
              _noisy_note(report),
-             "<h2>Devices</h2>", devices,
+             "<h2>Devices</h2>", devices, _down_section(report),
              "<h2>Latency per device and bundle</h2>",
              "<p class='note'>whisker min..p99, box p50..p90, black tick p50, dots: p50 of each repeat; "
              "log scale</p>"]
