@@ -222,7 +222,7 @@ def m_pickle(r: random.Random, b: Base):
     name = r.choice(b.arrays)
     if r.random() < 0.5:
         buf = io.BytesIO()
-        np.save(buf, np.array([{"a": 1}, os.getpid], dtype=object), allow_pickle=True)
+        np.save(buf, np.array([{"a": 1}, os.getpid], dtype=object), allow_pickle=True)  # the attack under test
         mem[name] = buf.getvalue()
     else:
         mem[name] = pickle.dumps({"x": 1})

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from abc import ABC, abstractmethod
 
 from edgecompress_runtime.board import source
 
@@ -41,7 +42,7 @@ def _quiet(msg: str) -> None:
     log.info(msg)
 
 
-class Board:
+class Board(ABC):
     """A board: install the runtime, deploy bundles, benchmark them, ask it facts."""
 
     name = "board"
@@ -65,10 +66,10 @@ class Board:
 
     # ------------------------------------------------------------------ what a transport provides
 
+    @abstractmethod
     def install_runtime(self, progress=print) -> dict:
         """Install the runtime (a no-op when this exact one is there); returns what was done,
         with ``version`` (the install's id) and ``installed`` (False: already there)."""
-        raise NotImplementedError
 
     def deploy(self, bundle, progress=None) -> dict:
         """Install the runtime if needed and make ``bundle`` available on the board; returns
@@ -76,37 +77,41 @@ class Board:
         ``signed``, ``venv_python``, ``seconds``."""
         return self._guard(self._deploy, bundle, progress or self.progress)
 
+    @abstractmethod
     def _deploy(self, bundle, progress) -> dict:
-        raise NotImplementedError
+        """The transport's deploy (``deploy`` wraps it in the board's error handling)."""
 
+    @abstractmethod
     def _exec(self, argv: list[str], *, timeout: float, what: str) -> tuple[int, str, str]:
         """Run ``argv`` on the board: (exit status, stdout, stderr); raises on a timeout."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _python(self) -> str:
         """The Python of the board's runtime venv (installing the runtime when needed)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _installed_python(self) -> str | None:
         """That Python when this session already knows it is installed, else None."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _system_python(self) -> str:
-        raise NotImplementedError
+        """The board's own Python (board programs that run before the runtime is installed use it)."""
 
+    @abstractmethod
     def _scratch(self, name: str) -> str:
         """A path on the board for a file of this session."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _read_bytes(self, path: str) -> bytes:
-        raise NotImplementedError
+        """The bytes of a file on the board."""
 
+    @abstractmethod
     def _remove(self, path: str) -> None:
-        raise NotImplementedError
+        """Remove a file on the board (no error when it is gone)."""
 
+    @abstractmethod
     def _describe(self) -> dict:
         """``{"name", "address", "target", "tags"}``: which board a result came from."""
-        raise NotImplementedError
 
     @property
     def label(self) -> str:
