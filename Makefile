@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml runtime/pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e runtime -e '.[dev,export,compat]'
+	$(PY) -m pip install -q -e runtime -e '.[dev,export,compat,farm]'
 	touch $(STAMP)
 
 setup: $(STAMP)

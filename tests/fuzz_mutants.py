@@ -1,13 +1,18 @@
 """Mutants of a real bundle, by class, shared by tests/test_fuzz.py (>= 500 mutants, < 3 min)
 and benchmarks/fuzz.py (>= 1,000, writes benchmarks/results/fuzz.json); fuzz_runner.py runs them.
 
-Classes (``CLASSES``): corruption (hashes not recomputed); malicious edits of any manifest field
-with hashes recomputed (some signed by the trusted key: a malicious author); huge shapes in the
-manifest and in .npy headers; pickles; traversal names; zip bombs (signed store or not);
-symlinks, directories and special files; duplicate names; format versions; deep JSON; graph
-attacks (the issue's expand + bmm, huge arange / full / repeat, undefined values, unknown ops,
-random ops with hostile arguments); parameter attacks (bits, kinds, remap, csr, shapes, dtypes);
-input-spec edits; corrupt .tflite / .pte (the bundle's own when it carries them, else forged).
+Mutants edit the bundle as it is stored (format version 2, edgecompress_runtime/bundle_layout.py):
+the compact manifest (array table, parameters' array indices, graph nodes as lists, inline
+reference rows) and the zip members (arrays.bin, artifacts), hashes recomputed unless the
+class is corruption. Classes (``CLASSES``): corruption (hashes not recomputed); malicious edits
+of any stored manifest field (some signed by the trusted key: a malicious author); huge shapes in
+the manifest and in the array tables; pickles (object dtypes, pickle bytes as array data); traversal
+names; zip bombs (signed store or not); symlinks, directories and special files; duplicate names;
+format versions; deep JSON; graph attacks (the issue's expand + bmm, huge arange / full / repeat,
+undefined values, unknown ops, random ops with hostile arguments); parameter attacks (bits, kinds,
+remap, csr, shapes, dtypes, merged scale+bias); the layout itself (array indices, tables that do
+not add up, truncated or padded array data, malformed nodes); input-spec edits; corrupt .tflite /
+.pte (the bundle's own when it carries them, else forged).
 """
 from __future__ import annotations
 
@@ -27,21 +32,46 @@ HOSTILE = [-1, 0, 1, 3, 2 ** 31, 2 ** 64, -2 ** 63, 1e300, float("nan"), True, F
 
 # --------------------------------------------------------------------------- zip and bundle helpers
 
+SIDECARS = ("manifest.json", "manifest.sha256", "manifest.sig")
+
+
 def members_of(path) -> tuple[dict, dict]:
-    """(manifest without format/version/members, members) of a bundle file."""
+    """(stored manifest without format/version/members, zip members but the sidecars) of a bundle file."""
     with zipfile.ZipFile(path) as zf:
         man = json.loads(zf.read("manifest.json"))
-        mem = {n: zf.read(n) for n in zf.namelist() if n.startswith(("arrays/", "constants/", "reference/",
-                                                                         "artifacts/"))}
+        mem = {n: zf.read(n) for n in zf.namelist() if n not in SIDECARS}
     for k in ("format", "format_version", "members"):
         man.pop(k, None)
     return man, mem
 
 
-def build(man: dict, mem: dict, key=None, raw_manifest: bytes | None = None) -> bytes:
-    """A bundle with hashes recomputed (a malicious author's), signed with ``key`` when given."""
+def logical_of(path) -> tuple[dict, dict]:
+    """(logical manifest without format/version/members, members: arrays and other members) as read."""
+    from edgecompress_runtime.bundle import read_bundle
+    b = read_bundle(path)
+    return {k: v for k, v in b.manifest.items() if k not in ("format", "format_version", "members")}, dict(b.members)
+
+
+def build_logical(man: dict, mem: dict) -> bytes:
+    """A bundle from an edited logical manifest through the host's writer (hashes recomputed)."""
     from edgecompress_runtime.bundle_writer import bundle_bytes
-    data = bundle_bytes(man, mem)
+    return bundle_bytes(man, mem)
+
+
+def add_array(man: dict, mem: dict, array) -> int:
+    """Append ``array`` to a stored bundle's array data and table; its index."""
+    import numpy as np
+    a = np.ascontiguousarray(array)
+    man.setdefault("arrays", []).append([a.dtype.str[1:], list(a.shape)])
+    mem["arrays.bin"] = mem.get("arrays.bin", b"") + a.tobytes()
+    return len(man["arrays"]) - 1
+
+
+def build(man: dict, mem: dict, key=None, raw_manifest: bytes | None = None) -> bytes:
+    """A bundle from a stored manifest and zip members with hashes recomputed (a malicious author's),
+    signed with ``key`` when given."""
+    from edgecompress_runtime.bundle_writer import container_bytes
+    data = container_bytes(man, mem)
     if raw_manifest is not None:
         data = replace_manifest(data, raw_manifest)
     return sign(data, key) if key is not None else data
@@ -105,14 +135,6 @@ def _deflate(data: bytes) -> bytes:
     return _DEFLATED[key]
 
 
-def npy_header(shape, descr="<f4", version=1, fortran=False) -> bytes:
-    head = repr({"descr": descr, "fortran_order": fortran, "shape": tuple(shape)}).encode()
-    head += b" " * ((64 - (len(head) + 11) % 64) % 64) + b"\n"
-    if version == 1:
-        return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(head)) + head
-    return b"\x93NUMPY" + bytes([version, 0]) + struct.pack("<I", len(head)) + head
-
-
 class Key:
     """An ed25519 signing key (cryptography, host side) and the trust-store line of its public half."""
 
@@ -136,7 +158,7 @@ class Base:
         self.path, self.key = Path(path), key
         self.data = self.path.read_bytes()
         self.man, self.mem = members_of(path)
-        self.arrays = sorted(n for n in self.mem if n.endswith(".npy"))
+        self.arrays = sorted(n for n in self.mem if n == "arrays.bin")
         self.arts = {k: v["member"] for k, v in (self.man.get("artifacts") or {}).items()
                      if isinstance(v, dict) and v.get("member") in self.mem}
 
@@ -198,7 +220,7 @@ def m_edit(r: random.Random, b: Base):
 
 def m_huge_shape(r: random.Random, b: Base):
     man, mem = b.copy()
-    how = r.choice(["param", "input", "npy", "npy_neg", "npy_dtype", "npy_version"])
+    how = r.choice(["param", "input", "table", "table_neg", "table_rank", "ref_shape"])
     if how == "param":
         name = r.choice(sorted(man["params"]))
         man["params"][name]["shape"] = r.choice([[2 ** 40, 8], [2 ** 31, 2 ** 31], [-1, 4], [1] * 64, [2 ** 70]])
@@ -206,11 +228,10 @@ def m_huge_shape(r: random.Random, b: Base):
         spec = r.choice(man["inputs"])
         spec["shape"] = r.choice([[None, 2 ** 31], [None, 2 ** 20, 2 ** 20], [2 ** 40], [None, -3], [None] * 9])
     else:
-        name = r.choice(b.arrays)
-        shape = {"npy": [2 ** 45, 2 ** 20], "npy_neg": [-5, 4], "npy_dtype": [4]}.get(how, [4])
-        descr = {"npy_dtype": r.choice(["<U8", "|V8", "|O", "<M8[s]", "bogus"])}.get(how, "<f4")
-        head = npy_header(shape, descr, version=3 if how == "npy_version" else 1)
-        mem[name] = head + mem[name][len(head):] if len(mem[name]) > len(head) else head
+        ref = man["reference"]
+        entry = r.choice(man["arrays"] if how != "ref_shape" else list(ref["inputs"].values()) + [ref["outputs"]])
+        entry[1] = {"table_neg": [-5, 4], "table_rank": [1] * 9}.get(how, r.choice([[2 ** 45, 2 ** 20], [2 ** 62],
+                                                                                    [2 ** 31, 2 ** 31, 4]]))
     return how, build(man, mem)
 
 
@@ -220,32 +241,27 @@ def m_pickle(r: random.Random, b: Base):
     import numpy as np
     man, mem = b.copy()
     name = r.choice(b.arrays)
-    if r.random() < 0.5:
+    how = r.choice(["npy", "pickle", "object_code"])
+    if how == "npy":
         buf = io.BytesIO()
         np.save(buf, np.array([{"a": 1}, os.getpid], dtype=object), allow_pickle=True)  # the attack under test
         mem[name] = buf.getvalue()
-    else:
+    elif how == "pickle":
         mem[name] = pickle.dumps({"x": 1})
-    return name[-40:], build(man, mem)
+    else:                       # an object dtype in the array table or the reference: nothing may unpickle it
+        ref = man["reference"]
+        r.choice(man["arrays"] + list(ref["inputs"].values()) + [ref["outputs"]])[0] = \
+            r.choice(["O", "|O", "O8", "V8", "U8"])
+    return f"{how} {name}", build(man, mem)
 
 
 def m_traversal(r: random.Random, b: Base):
-    name = r.choice(["../evil.npy", "/etc/evil", "arrays/../../evil", "arrays/./x.npy", "a\\..\\b", "arrays//x",
-                     "..", "arrays/\x00x"])
+    name = r.choice(["../evil.bin", "/etc/evil", "arrays/../../evil", "./arrays.bin", "a\\..\\b", "arrays//x",
+                     "..", "arrays\x00.bin"])
     man, mem = b.copy()
     how = r.choice(["listed", "unlisted", "rename"])
-    if how == "rename":
-        old = r.choice(b.arrays)
-        mem[name] = mem.pop(old)
-        for p in _paths(man):
-            try:
-                v = man
-                for k in p:
-                    v = v[k]
-            except (KeyError, IndexError, TypeError):
-                continue
-            if v == old:
-                _set(man, p, name)
+    if how == "rename":                     # the listing follows the rename (hashes recomputed)
+        mem[name] = mem.pop(r.choice(b.arrays))
         return f"{how} {name!r}", build(man, mem)
     if how == "listed":
         mem[name] = b"evil"
@@ -264,7 +280,7 @@ def m_zip_bomb(r: random.Random, b: Base):
     how = r.choice(["extra", "replace", "manifest", "lie_small"])
     bomb = (zipfile.ZIP_DEFLATED,)
     if how == "extra":
-        entries.append(("arrays/bomb.npy", _BOMB, 0o644 << 16) + bomb)
+        entries.append(("bomb.bin", _BOMB, 0o644 << 16) + bomb)
         lie = {}
     elif how in ("replace", "lie_small"):
         i = next(k for k, e in enumerate(entries) if e[0] in b.arrays)
@@ -312,7 +328,9 @@ def m_version(r: random.Random, b: Base):
     if r.random() < 0.2:
         field, v = "format", r.choice(["", "edgecompress-bundle2", None, 1])
     else:
-        field, v = "format_version", r.choice([-1, 0, True, False, "1", "2", 1.0, 2, 2 ** 64, None, [], {}, 10 ** 30])
+        from edgecompress_runtime.bundle import FORMAT_VERSION
+        field, v = "format_version", r.choice([-1, 0, True, False, "1", "2", 1.0, FORMAT_VERSION - 1, FORMAT_VERSION + 1,
+                                               2 ** 64, None, [], {}, 10 ** 30])
     full[field] = v
     return f"{field}={v!r}"[:40], build(man, mem, raw_manifest=json.dumps(full).encode())
 
@@ -337,8 +355,13 @@ def m_deep_json(r: random.Random, b: Base):
     elif where == "metrics":
         text = mbytes.replace('"metrics":{', '"metrics":{"deep":' + _deep(n) + ",", 1)
     else:
-        text = mbytes.replace('"args":[', '"args":[' + _deep(n) + ",", 1)
+        text = mbytes.replace('[{"v":', "[" + _deep(n) + ',{"v":', 1)       # the first node's arguments
     return f"{where} {n}", build(man, mem, raw_manifest=text.encode())
+
+
+def _n(op, args, out):
+    """A stored graph node (bundle_layout: [op, out, args])."""
+    return [op, out, args]
 
 
 def m_graph(r: random.Random, b: Base):
@@ -346,34 +369,29 @@ def m_graph(r: random.Random, b: Base):
     man, mem = b.copy()
     g = man["graph"]
     nodes, out0 = g["nodes"], g["outputs"][0]
-    values = list(g["inputs"]) + [n["out"] for n in nodes]
+    values = list(g["inputs"]) + [n[1] for n in nodes]
     how = r.choice(["bmm_attack", "arange", "full", "repeat", "undefined", "unknown_op", "dup_out", "random_op",
                     "random_op", "random_op", "drop_node", "swap", "bad_output", "reshape", "cat_many"])
     extra = {
-        "bmm_attack": [{"op": "sum", "args": [{"v": out0}], "out": "z0"},
-                       {"op": "reshape", "args": [{"v": "z0"}, [1, 1, 1]], "out": "z1"},
-                       {"op": "expand", "args": [{"v": "z1"}, [1, 8192, 8192]], "out": "z2"},
-                       {"op": "bmm", "args": [{"v": "z2"}, {"v": "z2"}], "out": "z3"},
-                       {"op": "bmm", "args": [{"v": "z3"}, {"v": "z2"}], "out": "z4"},
-                       {"op": "bmm", "args": [{"v": "z4"}, {"v": "z2"}], "out": "z5"}],
-        "arange": [{"op": "arange", "args": [0, r.choice([10 ** 12, 1e300, 2 ** 62, -5]), r.choice([1, 0, 1e-300])],
-                    "out": "z5"}],
-        "full": [{"op": "full.default", "args": [[2 ** 20, 2 ** 20], 1.0], "out": "z5"}],
-        "repeat": [{"op": "repeat.default", "args": [{"v": out0}, [1, 2 ** 30]], "out": "z5"}],
-        "reshape": [{"op": "reshape", "args": [{"v": out0}, [r.choice([-1, 7, 2 ** 40]), 3]], "out": "z5"}],
-        "cat_many": [{"op": "cat", "args": [[{"v": out0}] * 60000, 0], "out": "z5"}],
-        "undefined": [{"op": "relu", "args": [{"v": "nowhere"}], "out": "z5"}],
-        "unknown_op": [{"op": "os.system", "args": ["true"], "out": "z5"}],
-        "dup_out": [{"op": "relu", "args": [{"v": out0}], "out": g["inputs"][0]}],
+        "bmm_attack": [_n("sum", [{"v": out0}], "z0"), _n("reshape", [{"v": "z0"}, [1, 1, 1]], "z1"),
+                       _n("expand", [{"v": "z1"}, [1, 8192, 8192]], "z2"), _n("bmm", [{"v": "z2"}, {"v": "z2"}], "z3"),
+                       _n("bmm", [{"v": "z3"}, {"v": "z2"}], "z4"), _n("bmm", [{"v": "z4"}, {"v": "z2"}], "z5")],
+        "arange": [_n("arange", [0, r.choice([10 ** 12, 1e300, 2 ** 62, -5]), r.choice([1, 0, 1e-300])], "z5")],
+        "full": [_n("full.default", [[2 ** 20, 2 ** 20], 1.0], "z5")],
+        "repeat": [_n("repeat.default", [{"v": out0}, [1, 2 ** 30]], "z5")],
+        "reshape": [_n("reshape", [{"v": out0}, [r.choice([-1, 7, 2 ** 40]), 3]], "z5")],
+        "cat_many": [_n("cat", [[{"v": out0}] * 60000, 0], "z5")],
+        "undefined": [_n("relu", [{"v": "nowhere"}], "z5")],
+        "unknown_op": [_n("os.system", ["true"], "z5")],
+        "dup_out": [_n("relu", [{"v": out0}], g["inputs"][0])],
     }
     if how in extra:
         nodes += extra[how]
-        if r.random() < 0.7 and nodes[-1]["out"] == "z5":
+        if r.random() < 0.7 and nodes[-1][1] == "z5":
             g["outputs"] = ["z5"]
     elif how == "random_op":
         pool = [{"v": r.choice(values)} for _ in range(3)] + [{"p": r.choice(sorted(man["params"]))}] + HOSTILE[:12]
-        nodes.append({"op": r.choice(sorted(OPS)), "args": [r.choice(pool) for _ in range(r.randint(0, 5))],
-                      "out": "z5"})
+        nodes.append(_n(r.choice(sorted(OPS)), [r.choice(pool) for _ in range(r.randint(0, 5))], "z5"))
         g["outputs"] = ["z5"] if r.random() < 0.7 else g["outputs"]
     elif how == "drop_node":
         nodes.pop(r.randrange(len(nodes)))
@@ -387,39 +405,93 @@ def m_graph(r: random.Random, b: Base):
 
 def m_params(r: random.Random, b: Base):
     import numpy as np
-
-    from edgecompress_runtime.bundle_writer import npy_bytes
     man, mem = b.copy()
     name = r.choice(sorted(man["params"]))
     p = man["params"][name]
-    how = r.choice(["bits", "kind", "remap", "shape", "role", "dtype", "csr", "act", "proj"])
+    how = r.choice(["bits", "kind", "remap", "shape", "role", "dtype", "csr", "act", "proj", "sb"])
     if how == "bits":
         p["bits"] = r.choice([0, 1, 3, 16, -8, "8", None, 2 ** 40])
     elif how == "kind":
         p["kind"] = r.choice(["rowwise", "csr", "channel_int8", "fp16", None])
     elif how == "remap":
-        mem["arrays/remap.npy"] = npy_bytes(np.full(p["shape"][0], r.choice([10 ** 9, -1, 2 ** 31 - 1]), np.int32))
-        p["members"]["remap"] = "arrays/remap.npy"
+        p["a"]["remap"] = add_array(man, mem, np.full(p["shape"][0], r.choice([10 ** 9, -1, 2 ** 31 - 1]), np.int32))
     elif how == "shape":
         p["shape"] = [d * r.choice([2, 3]) + 1 for d in p["shape"]]
-    elif how == "role":
-        p["members"][r.choice(list(p["members"]))] = r.choice(sorted(mem))
-    elif how == "dtype":
-        role = r.choice(list(p["members"]))
-        mem[p["members"][role]] = npy_bytes(np.zeros(p["shape"], r.choice([np.complex64, np.bool_, "<M8[s]",
-                                                                            np.float16])))
+    elif how == "role":             # another array of the table (or one past its end)
+        p["a"][r.choice(list(p["a"]))] = r.randrange(len(man["arrays"]) + 1)
+    elif how == "dtype":            # the table entry of one of its arrays says another dtype
+        entry = man["arrays"][p["a"][r.choice(list(p["a"]))]]
+        entry[0] = r.choice(["f2", "f8", "i4", "u1", "i8", "c8", "b1", "M8", "f4"])
     elif how == "csr":
-        p.update(kind="csr", members={"data": "arrays/d.npy", "indices": "arrays/i.npy", "indptr": "arrays/p.npy"})
         rows = p["shape"][0]
-        mem.update({"arrays/d.npy": npy_bytes(np.ones(4, np.float32)),
-                    "arrays/i.npy": npy_bytes(np.array([0, 10 ** 6, -3, 2], np.int32)),
-                    "arrays/p.npy": npy_bytes(np.array([0] + [5] * rows, np.int32))})
+        p.update(kind="csr", a={"data": add_array(man, mem, np.ones(4, np.float32)),
+                                "indices": add_array(man, mem, np.array([0, 10 ** 6, -3, 2], np.int32)),
+                                "indptr": add_array(man, mem, np.array([0] + [5] * rows, np.int32))})
     elif how == "act":
         p["act"] = r.choice(["static", "dynamic", "weird"])
-    else:
-        mem["arrays/proj.npy"] = npy_bytes(np.ones((3, 7), np.float32))
-        p["members"]["proj"] = "arrays/proj.npy"
+    elif how == "proj":
+        p["a"]["proj"] = add_array(man, mem, np.ones((3, 7), np.float32))
+    else:                           # the merged scale + bias of a row-wise table (or a role "sb" where none was)
+        if "sb" in p["a"]:
+            man["arrays"][p["a"]["sb"]][1] = r.choice([[3, p["shape"][0]], [2, p["shape"][0] + 1], [2], [4, 1]])
+        else:
+            p["a"]["sb"] = add_array(man, mem, np.ones((2, p["shape"][0]), np.float16))
     return f"{how} {name}"[:60], build(man, mem)
+
+
+def m_layout(r: random.Random, b: Base):
+    """The compact layout's own structures: array indices, tables, the array data, node lists."""
+    import numpy as np
+    man, mem = b.copy()
+    how = r.choice(["index", "const_index", "ref_values", "table_swap", "table_drop", "table_extra", "blob_short",
+                    "blob_long", "ref_form", "node_form", "default_name", "no_table", "sb_alone"])
+    if how == "index":
+        p = man["params"][r.choice(sorted(man["params"]))]
+        p["a"][r.choice(list(p["a"]))] = r.choice(HOSTILE[:12] + [len(man["arrays"]), 2 ** 40])
+    elif how == "const_index" and man.get("constants"):
+        man["constants"][r.choice(sorted(man["constants"]))] = r.choice(HOSTILE[:12])
+    elif how == "ref_values":          # values of the wrong type, range or count
+        ref = man["reference"]
+        entry = r.choice(list(ref["inputs"].values()) + [ref["outputs"]])
+        if entry[2] and r.random() < 0.7:
+            entry[2][r.randrange(len(entry[2]))] = r.choice(HOSTILE + [2 ** 63, -2 ** 64, 10 ** 400, 1e308])
+        else:
+            entry[2] = entry[2][:-1] if r.random() < 0.5 else entry[2] + [0]
+    elif how == "table_swap":       # same total bytes, shapes moved between arrays
+        t = man["arrays"]
+        i, j = r.sample(range(len(t)), 2)
+        t[i], t[j] = t[j], t[i]
+    elif how == "table_drop":
+        man["arrays"].pop(r.randrange(len(man["arrays"])))
+    elif how == "table_extra":
+        man["arrays"].append([r.choice(["f4", "u1"]), [r.choice([0, 1, 7, 2 ** 20])]])
+    elif how in ("blob_short", "blob_long"):
+        data = mem["arrays.bin"]
+        mem["arrays.bin"] = data[:-r.choice([1, 4, len(data)])] if how == "blob_short" else data + r.randbytes(
+            r.choice([1, 8, 4096]))
+    elif how == "ref_form":
+        ref = man["reference"]
+        key = r.choice(sorted(ref["inputs"]) + [None])
+        bad = r.choice(HOSTILE[:12] + [["i8", [2 ** 20, 2 ** 20], []], ["f4", [1], [1.0], 4]])
+        if key is None:
+            ref["outputs"] = bad
+        else:
+            ref["inputs"][key] = bad
+    elif how == "node_form":
+        nodes = man["graph"]["nodes"]
+        i = r.randrange(len(nodes))
+        nodes[i] = r.choice([nodes[i][:2], nodes[i] + ["x", "y"], {"op": nodes[i][0]}, nodes[i][0], [], None])
+    elif how == "default_name":        # value names as 0 (the default name) where they were not, or hostile
+        nodes = man["graph"]["nodes"]
+        nodes[r.randrange(len(nodes))][1] = r.choice([0, 0.0, False, -1, None])
+    elif how == "no_table":
+        man.pop("arrays")
+    else:
+        name = next((n for n, p in man["params"].items() if "sb" in p["a"]), sorted(man["params"])[0])
+        p = man["params"][name]
+        p["a"].pop("sb", None)
+        p["a"]["scale"] = add_array(man, mem, np.ones(p["shape"][0], np.float16))
+    return how, build(man, mem)
 
 
 def m_inputs(r: random.Random, b: Base):
@@ -473,9 +545,10 @@ def m_artifact(r: random.Random, b: Base):
 CLASSES = {"corruption": m_corrupt, "malicious_edit": m_edit, "huge_shape": m_huge_shape, "pickle": m_pickle,
            "traversal": m_traversal, "zip_bomb": m_zip_bomb, "symlink": m_symlink, "duplicate": m_duplicate,
            "version": m_version, "deep_json": m_deep_json, "graph": m_graph, "params": m_params,
-           "inputs": m_inputs, "artifact": m_artifact}
+           "layout": m_layout, "inputs": m_inputs, "artifact": m_artifact}
 # the classes that matter most get more mutants
-WEIGHTS = {"corruption": 3, "malicious_edit": 4, "graph": 4, "params": 2, "huge_shape": 2, "artifact": 2}
+WEIGHTS = {"corruption": 3, "malicious_edit": 4, "graph": 4, "params": 2, "layout": 3, "huge_shape": 2,
+           "artifact": 2}
 
 
 def generate(src, n: int, workdir, seed: int = 0) -> list[dict]:

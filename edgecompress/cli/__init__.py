@@ -9,7 +9,7 @@ import os
 import sys
 
 from ..errors import ERRORS, exit_code
-from . import calibrate, compile, devices
+from . import calibrate, compile, devices, lab
 
 __all__ = ["main", "build_parser", "version_text"]
 
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     compile.add_parsers(sub)      # demo, targets, compile, package
     devices.add_parsers(sub)      # deploy, bench, farm, keys
     calibrate.add_parsers(sub)    # calibrate
+    lab.add_parsers(sub)          # lab (Ray nodes for farm --ray)
     return ap
 
 

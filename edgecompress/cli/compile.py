@@ -99,6 +99,10 @@ def _add_compile(sub) -> None:
     p.add_argument("--latency-table", help="measured latency table for the latency model: a device name calibrated "
                                            "with `edgecompress calibrate`, a .json path, or 'none' (default: the "
                                            "table calibrated for --target, if any)")
+    p.add_argument("--towers", metavar="SPEC",
+                   help="compile for on-device retrieval: a user tower plus the item-embedding matrix, ranked "
+                        "in one call by topk(); 'auto' (a model with user_embedding/item_embedding, e.g. "
+                        "two_tower) or USER_METHOD,ITEM_METHOD[:user_input+user_input]")
     add_output_args(p)
     p.set_defaults(fn=compile_cmd)
 
@@ -157,7 +161,7 @@ def compile_cmd(args) -> int:
                       memory_budget=args.memory_budget, latency_budget=args.latency_budget, metric=args.metric,
                       metric_output=args.metric_output, input_spec=_read_input_spec(args.input_spec),
                       train_data=train, **roles, seed=args.seed, report=args.report, progress=not args.quiet,
-                      latency_table=args.latency_table)
+                      latency_table=args.latency_table, towers=args.towers)
     for w in getattr(res, "warnings", []):
         print(f"edgecompress: warning: {w}", file=sys.stderr)
     if args.sign:

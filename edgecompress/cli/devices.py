@@ -55,6 +55,8 @@ def _add_farm(sub) -> None:
   edgecompress farm a.ecb --device pi@10.0.0.21 --device pi@10.0.0.22 --parallel 2
   edgecompress farm a.ecb b.ecb --inventory devices.toml --resume out/farm   # run what out/farm has not done
   edgecompress farm report out/farm/farm.json          # the table and farm.html again, from the file alone
+  edgecompress farm a.ecb b.ecb --ray 10.0.0.5:6379    # on a Ray lab (edgecompress lab start): every board
+  edgecompress farm a.ecb b.ecb --ray 10.0.0.5:6379 --target raspberry-pi-4 --same-board   # A/B on one Pi
 
 exit status: 0 every job ok; 25 all done but some moved to another board (a board went down);
 23 some jobs failed (docs/cli.md)""")
@@ -74,6 +76,13 @@ exit status: 0 every job ok; 25 all done but some moved to another board (a boar
     p.add_argument("--resume", metavar="FARM_JSON",
                    help="an earlier run's farm.json, farm.jsonl or directory: skip the jobs it finished (same "
                         "bundle sha256 and device), run the rest")
+    lab = p.add_argument_group("on a Ray lab (pip install 'edgecompress[farm]'; see `edgecompress lab`)")
+    lab.add_argument("--ray", metavar="HEAD", help="HOST:PORT of a lab's head: jobs run as Ray tasks on the lab "
+                                                   "hosts that reach the boards (their own inventories)")
+    lab.add_argument("--target", help="only boards of these target profiles (comma list); one no board has is "
+                                      "refused before any job runs")
+    lab.add_argument("--same-board", action="store_true", help="with --ray: one board per profile runs every "
+                                                               "bundle, and nothing moves (A/B comparisons)")
     add_bench_args(p)
     p.set_defaults(fn=farm_cmd)
 
@@ -163,10 +172,14 @@ def _print_profile(prof: dict, top: int) -> None:
 
 
 def farm_cmd(args) -> int:
-    from ..farm import Farm, format_table
+    from ..farm import Farm
     from ..deploy.inventory import resolve
     if args.bundles[0] == "report" and not Path("report").is_file():
         return farm_report_cmd(args)
+    if args.ray:
+        return _farm_ray(args)
+    if args.same_board:
+        raise EdgecompressError("--same-board pins jobs on a Ray lab: use it with --ray HEAD")
     inv = inventory_from_args(args)
     if inv is None and not args.device:
         raise InventoryError("farm needs --inventory devices.toml (or one or more --device user@host)")
@@ -174,6 +187,13 @@ def farm_cmd(args) -> int:
         devices = [resolve(d, inv) for d in args.device]
     else:
         devices = inv.select(tags=[t for t in (args.tags or "").split(",") if t])
+    targets = _targets(args)
+    if targets:
+        offered = sorted({d.target for d in devices if d.target})
+        devices = [d for d in devices if d.target in targets]
+        if not devices or set(targets) - set(offered):
+            raise InventoryError(f"no device has target {', '.join(sorted(set(targets) - set(offered)))} "
+                                 f"(targets: {', '.join(offered) or 'none'})")
     settings = settings_from_args(args)
     if inv is not None:
         settings = inv.settings(settings)
@@ -182,7 +202,33 @@ def farm_cmd(args) -> int:
                 backoff_s=args.backoff, out_dir=out_dir,
                 bench_kwargs=bench_kwargs_from_args(args),
                 board_kwargs=board_kwargs_from_args(args), resume=args.resume)
-    report = farm.run()
+    return _farm_done(farm.run(), out_dir)
+
+
+def _targets(args) -> list[str]:
+    return [t for t in (args.target or "").split(",") if t]
+
+
+def _farm_ray(args) -> int:
+    """``farm --ray HEAD``: the boards are the lab's (each lab host's own inventory)."""
+    from ..farm.lab import check_head, import_ray
+    if args.inventory:
+        raise EdgecompressError("with --ray the boards are the lab's (each host's `lab start --inventory`): "
+                                "drop --inventory")
+    import_ray()
+    from ..farm.ray_pool import RayFarm
+    check_head(args.ray)
+    out_dir = Path(args.out or (_record_dir(args.resume) if args.resume else "out/farm"))
+    farm = RayFarm(args.ray, args.bundles, settings_from_args(args), targets=_targets(args),
+                   names=args.device or (), tags=[t for t in (args.tags or "").split(",") if t],
+                   same_board=args.same_board, retries=args.retries, backoff_s=args.backoff, out_dir=out_dir,
+                   bench_kwargs=bench_kwargs_from_args(args), board_kwargs=board_kwargs_from_args(args),
+                   resume=args.resume)
+    return _farm_done(farm.run(), out_dir)
+
+
+def _farm_done(report: dict, out_dir: Path) -> int:
+    from ..farm import format_table
     print()
     print(format_table(report))
     print(f"\nresults: {out_dir / 'farm.json'} (journal {out_dir / 'farm.jsonl'})   report: {out_dir / 'farm.html'}")

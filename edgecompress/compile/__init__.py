@@ -29,7 +29,8 @@ __all__ = ["compile", "CompileResult", "REFERENCE_ROWS", "FIDELITY_ROWS", "PARIT
 def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_budget=None,
             latency_budget=None, metric=None, metric_output=None, input_spec=None, train_data=None,
             valid_data=None, test_data=None, seed: int | None = None, oov_rows=None, report=None,
-            tolerance: float = 5e-4, formats=None, progress: bool = True, latency_table=None) -> CompileResult:
+            tolerance: float = 5e-4, formats=None, progress: bool = True, latency_table=None,
+            towers=None) -> CompileResult:
     """Compile ``model`` for ``target`` (a profile name, path or Target).
 
     ``data``: held-out data (a Dataset, RetrievalData for retrieval models, or a .npz path / name as ``--data``)
@@ -54,12 +55,21 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
     device or target name, a path to its JSON, or a LatencyTable); None = the one
     stored for ``target`` if calibrated (``edgecompress calibrate``), False = none
     (the profile's coefficients).
+    ``towers``: compile a two-tower model for on-device retrieval (compile/towers.py): "auto" (a model with
+    user_embedding()/item_embedding(), e.g. the zoo's TwoTower), (user method, item method) or a Towers;
+    the bundle holds the user tower and the item-embedding matrix, and ``topk(user_inputs, k)`` ranks
+    every item with one call. None = the model as a pairwise scorer.
     Nothing is written at ``output`` unless every check passes."""
+    retrieval = None
+    if towers is not None:       # the model becomes user tower + item matrix; the data its user-side rows
+        from .towers import prepare_compile
+        retrieval, model, data, train_data, valid_data, test_data = prepare_compile(
+            model, towers, data, train_data, valid_data, test_data)
     req = build_request(model, target=target, data=data, output=output, plan=plan, memory_budget=memory_budget,
                    latency_budget=latency_budget, metric=metric, metric_output=metric_output,
                    input_spec=input_spec, train_data=train_data, valid_data=valid_data, test_data=test_data,
                    seed=seed, oov_rows=oov_rows, report=report, tolerance=tolerance, formats=formats,
-                   progress=progress, latency_table=latency_table)
+                   progress=progress, latency_table=latency_table, retrieval=retrieval)
     steps = _Progress(progress, 6)
     steps.say("lowering with torch.export")
     src = lower_and_measure(req, steps)
@@ -69,7 +79,8 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
     latency_model = SlowestBackend(req.target, profile, table=_latency_table(req.target, req.latency_table),
                                    backends=["numpy"] + app_formats)
     names = src.call.names
-    ref_inputs = {k: np.asarray(req.ds.inputs[k][:REFERENCE_ROWS]) for k in names}
+    ref_rows = REFERENCE_ROWS if retrieval is None else max(2, min(REFERENCE_ROWS, 16384 // retrieval.num_items))
+    ref_inputs = {k: np.asarray(req.ds.inputs[k][:ref_rows]) for k in names}
     chosen = choose(req, src, steps, latency_model, app_formats, explicit_formats, ref_inputs)
     steps.say("measuring the bundle through the runtime")
     measured = measure(req, src, chosen, ref_inputs, latency_model, profile, app_formats)

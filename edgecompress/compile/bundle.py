@@ -15,7 +15,8 @@ from edgecompress_runtime.bundle_writer import bundle_size
 from edgecompress_runtime.model import Model
 
 from ..errors import BudgetError, CompileError
-from ..export.assemble import assemble, metrics_block, placeholder_metrics, reference_outputs
+from ..export.assemble import SIZE_SLACK, assemble, metrics_block, placeholder_metrics, reference_outputs, \
+    trim_reference
 from ..export.bundle import BundleDraft
 from ..graph.io import head_logits, output_diff
 from ..graph.torch_exec import ProgramModule
@@ -73,11 +74,12 @@ def _size_fn(req: CompileRequest, src: Source, latency_model, app_formats, ref_i
         manifest, members = assemble(req.model, prog, plan, req.target, req.ds, ref_inputs,
                                      np.zeros(ref_rows * out_width, np.float32), 0.0, req.oov_rows,
                                      req.input_spec, req.seed is not None)
+        manifest = with_retrieval(manifest, req, prog)
         metrics = placeholder_metrics(src.before, src.fp32_bytes, prog.param_bytes(), req.roles,
                                       backends=["numpy"] + app_formats, batches=req.batches,
                                       lat_batch=req.latency_batch, source_chars=source_chars,
                                       reference_values=ref_rows * out_width, fidelity_rows=FIDELITY_ROWS)
-        return bundle_size({**manifest, "metrics": metrics}, members)
+        return bundle_size({**manifest, "metrics": metrics}, members) + SIZE_SLACK
     return size_fn
 
 
@@ -96,6 +98,7 @@ class Measured:
     by_backend: dict
     fidelity: tuple                 # (inputs, the source model's flat outputs)
     model_bytes: int                # the numpy bundle with its metrics
+    ref_inputs: dict | None = None  # the reference rows the bundle carries (artifacts are checked on them)
 
     def metrics(self, src: Source, program, roles, lat_batch, vs_source=None, by_backend=None) -> dict:
         return metrics_block(src.before, self.after, src.fp32_bytes, program.param_bytes(), self.parity,
@@ -113,6 +116,7 @@ def measure(req: CompileRequest, src: Source, chosen, ref_inputs, latency_model,
     tol = PARITY_TOL["quantized" if quantized else "fp32"]
     manifest, members = assemble(req.model, program, plan, req.target, req.ds, ref_inputs, ref_out, tol,
                                  req.oov_rows, req.input_spec, req.seed is not None)
+    manifest = with_retrieval(manifest, req, program)
     runtime_model = Model(BundleDraft(manifest, members).as_runtime_bundle(), backend="numpy")
     parity = runtime_model.check_parity()
     if not parity["ok"]:
@@ -121,7 +125,9 @@ def measure(req: CompileRequest, src: Source, chosen, ref_inputs, latency_model,
     after = req.evaluate(_head_fn(runtime_model, program))
     # fidelity: the bundle against the source model itself (not the compressed program), on up to
     # FIDELITY_ROWS rows, outputs in the same form (logit or probability)
-    fid_inputs = {k: np.asarray(req.ds.inputs[k][:FIDELITY_ROWS]) for k in call.names}
+    width = sum(o.get("width", 1) for o in program.outputs) or 1     # retrieval: one score per item
+    fid_rows = FIDELITY_ROWS if width <= 1 else max(8, min(FIDELITY_ROWS, 4_000_000 // width))
+    fid_inputs = {k: np.asarray(req.ds.inputs[k][:fid_rows]) for k in call.names}
     source_out = reference_outputs(req.model, fid_inputs, call)
     vs_source = {"numpy": output_diff(in_chunks(runtime_model.predict_flat, fid_inputs, runtime_model.max_batch),
                                       source_out, fid_inputs)}
@@ -133,6 +139,7 @@ def measure(req: CompileRequest, src: Source, chosen, ref_inputs, latency_model,
                                                for b in req.batches},
                  latency_source=latency_model.estimate(program, req.latency_batch)["source"],
                  by_backend=by_backend, fidelity=(fid_inputs, source_out), model_bytes=0)
+    m.ref_inputs, m.ref_out = trim_reference(program, ref_inputs, ref_out)
     m.model_bytes = bundle_size({**manifest, "metrics": m.metrics(src, program, req.roles, req.latency_batch)},
                                 members)
     if req.explicit and req.memory is not None and (m.model_bytes > req.memory or
@@ -141,6 +148,14 @@ def measure(req: CompileRequest, src: Source, chosen, ref_inputs, latency_model,
                           f"numpy bundle {m.model_bytes:,} B{' (over)' if m.model_bytes > req.memory else ''}; "
                           + describe_exports(chosen.exported, req.memory))
     return m
+
+
+def with_retrieval(manifest: dict, req: CompileRequest, program) -> dict:
+    """The manifest with its ``retrieval`` section (compile/towers.py) when this is a retrieval compile."""
+    if req.retrieval is None:
+        return manifest
+    from .towers import retrieval_section
+    return {**manifest, "retrieval": retrieval_section(req.retrieval, program)}
 
 
 def _head_fn(runtime_model, program):
@@ -178,7 +193,8 @@ def with_artifacts(req: CompileRequest, src: Source, chosen, measured: Measured,
     from ..export.artifacts import build_artifacts
     from ..metrics import higher_is_better
     gate = (req.metric, measured.after[req.metric], higher_is_better(req.metric), req.tolerance)
-    artifacts, warnings = build_artifacts(chosen.program, chosen.plan, target=req.target, reference_inputs=ref_inputs,
+    artifacts, warnings = build_artifacts(chosen.program, chosen.plan, target=req.target,
+                                          reference_inputs=measured.ref_inputs,
                                           reference_outputs=measured.ref_out, formats=req.formats,
                                           evaluate=req.evaluate, source=measured.fidelity, exported=chosen.exported,
                                           gate=gate, exclude=chosen.dropped, progress=req.progress)

@@ -47,6 +47,7 @@ class CompileRequest:
     evaluate: object                # predict_fn -> metrics on test rows
     evaluate_fast: object           # predict_fn -> metrics on (a subset of) validation rows
     notes: list = field(default_factory=list)
+    retrieval: object = None        # compile/towers.py Retrieval: a user tower + item matrix compile
 
     @property
     def explicit(self) -> bool:
@@ -59,7 +60,7 @@ class CompileRequest:
 
 def build_request(model, *, target, data, output, plan, memory_budget, latency_budget, metric, metric_output,
                   input_spec, train_data, valid_data, test_data, seed, oov_rows, report, tolerance, formats,
-                  progress, latency_table) -> CompileRequest:
+                  progress, latency_table, retrieval=None) -> CompileRequest:
     """compile()'s keyword arguments resolved (see compile's docstring for each)."""
     from ..data import load as load_data
     from ..metrics import higher_is_better
@@ -69,6 +70,11 @@ def build_request(model, *, target, data, output, plan, memory_budget, latency_b
     mem, lat, lat_batch = _budgets(tgt, memory_budget, latency_budget, plan is not None)
     valid, test, roles, notes = _data_roles(data, valid_data, test_data, plan is not None, seed)
     ds, evaluate, evaluate_fast, default_metric = _eval_views(valid, test)
+    if retrieval is not None:       # figures stay pairwise: the [B, items] scorer read per (user, item) row
+        from .towers import pairwise_evaluation
+        from .towers import user_rows
+        evaluate, evaluate_fast = pairwise_evaluation(retrieval, evaluate), pairwise_evaluation(retrieval, evaluate_fast)
+        ds = user_rows(ds, retrieval)
     metric = metric or default_metric
     try:
         higher_is_better(metric)
@@ -88,7 +94,7 @@ def build_request(model, *, target, data, output, plan, memory_budget, latency_b
         memory=mem, latency=lat, latency_batch=lat_batch, metric=metric, metric_output=metric_output,
         input_spec=input_spec, seed=seed, oov_rows=oov_rows, report=report, tolerance=tolerance, formats=formats,
         progress=progress, latency_table=latency_table, data=data, ds=ds, valid=valid, test=test, train=train,
-        roles=roles, evaluate=evaluate, evaluate_fast=evaluate_fast, notes=notes)
+        roles=roles, evaluate=evaluate, evaluate_fast=evaluate_fast, notes=notes, retrieval=retrieval)
 
 
 def _data_roles(data, valid_data, test_data, explicit: bool, seed):

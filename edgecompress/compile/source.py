@@ -33,13 +33,17 @@ def lower_and_measure(req: CompileRequest, steps) -> Source:
         raise DataError("compile needs at least 2 rows of data")
     program = lower(model, {k: np.asarray(ds.inputs[k][:8]) for k in call.names}, call)
     program.metric_output = metric_index(program.outputs, req.metric_output)
+    if req.retrieval is not None:           # metrics read every item's score (towers.pairwise_fn)
+        program.metric_output = (0, None)
     apply_declared(derive_input_spec(program, ds.inputs, ds.vocab, ds.meta, req.oov_rows), req.input_spec,
                    ds.inputs)
     _check_ids_fit(program, ds)
     calibration = req.train if req.train is not None else (req.valid.train if hasattr(req.valid, "train")
                                                             else req.valid)
-    ctx = PassContext(teacher=model, train_data=req.train, calibration_data=calibration)
     plan = _plan_without_training(req)
+    if req.retrieval is not None and req.train is not None:
+        plan = _retrieval_without_training(req, plan)
+    ctx = PassContext(teacher=model, train_data=req.train, calibration_data=calibration)
     steps.say("measuring the source model")
     _check_metric_head(req, program)
     before = req.evaluate(source_predict_fn(model, call, program.outputs, program.metric_output))
@@ -49,6 +53,19 @@ def lower_and_measure(req: CompileRequest, steps) -> Source:
         req.notes.append(f"the source model scores AUC {before['auc']:.3f} on these rows, near chance: it looks "
                          "untrained, or the data does not match it (labels, id mapping, which output)")
     return Source(program=program, call=call, ctx=ctx, before=before, fp32_bytes=program.param_bytes(), plan=plan)
+
+
+def _retrieval_without_training(req: CompileRequest, plan):
+    """A retrieval compile learns nothing from training rows: distillation and row frequencies learn
+    from pairwise labels, and the [B, items] scorer has none. The plan without those passes."""
+    dropped = [c.NAME for c in plan or [] if c.NEEDS_TRAIN_DATA]
+    if not req.explicit or dropped:
+        what = f"skipped {', '.join(dropped)}" if dropped else \
+            "the planner tries no distillation and no frequency-based row pruning"
+        req.notes.append(f"retrieval compile: {what} (they learn from pairwise training rows, which do not apply "
+                         "to the user tower + item matrix)")
+    req.train = None
+    return None if plan is None else [c for c in plan if not c.NEEDS_TRAIN_DATA]
 
 
 def _plan_without_training(req: CompileRequest):

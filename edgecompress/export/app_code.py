@@ -21,6 +21,7 @@ from importlib import resources
 import numpy as np
 
 from ..errors import EdgecompressError
+from .app_signature import FORM_MEANING, output_form
 
 # dtype -> (Kotlin array, ByteBuffer view, bytes, ExecuTorch getter, Swift scalar)
 _TYPES = {"float32": ("FloatArray", "asFloatBuffer()", 4, "dataAsFloatArray", "Float"),
@@ -94,9 +95,8 @@ def _meaning(sig: dict, man: dict) -> tuple[str, str]:
     for h in heads:
         w = int(h.get("width", 1))
         cols = f"column {col}" if w == 1 else f"columns {col}..{col + w - 1}"
-        form = h.get("form") or "logit"
-        parts.append(f"{cols}: head '{h.get('name')}', a {form}"
-                     + (" (sigmoid for a probability)" if form == "logit" else ""))
+        form = output_form(man, h)
+        parts.append(f"{cols}: head '{h.get('name')}', " + FORM_MEANING[form])
         col += w
     per = _per_row(out)
     desc = f"{out['dtype']} [batch{'' if per == 1 else f' x {per}'}]"

@@ -39,7 +39,7 @@ from ..errors import EdgecompressError
 from .app_code import app_sources
 from .app_data import DENSE_STATS, ID_MAPS, dense_stats
 from .app_note import note
-from .app_signature import artifact_signature
+from .app_signature import FORM_MEANING, artifact_signature, output_form
 
 FILES = {"litert": "model.tflite", "executorch": "model.pte"}
 PREFERENCE = {"android": ("litert", "executorch"), "ios": ("executorch", "litert")}
@@ -56,10 +56,10 @@ def _outputs(man: dict, sig: dict | None) -> list[dict]:
     out, col = [], 0
     for h in heads:
         w = int(h.get("width", 1))
-        out.append({"name": h.get("name"), "form": h.get("form") or "logit", "dtype": "float32",
+        form = output_form(man, h)
+        out.append({"name": h.get("name"), "form": form, "dtype": "float32",
                     "shape": ["B"] if w == 1 else ["B", w], "columns": [col, col + w],
-                    "meaning": "a logit: apply a sigmoid for a probability" if (h.get("form") or "logit") == "logit"
-                    else "a probability"})
+                    "meaning": FORM_MEANING[form]})
         col += w
     if sig is not None:
         for o in out:

@@ -138,3 +138,15 @@ def artifact_signature(fmt: str, data: bytes, man: dict) -> dict:
         sig = _executorch(data, meta)
     cross_check(sig, meta, man)
     return sig
+
+
+FORM_MEANING = {"logit": "a logit: apply a sigmoid for a probability", "probability": "a probability",
+                "score": "a score per item (column j = item row j; id_maps.json maps raw item ids to rows): "
+                         "rank by it, higher first"}
+
+
+def output_form(man: dict, head: dict) -> str:
+    """logit | probability | score (a retrieval bundle's every-item output)."""
+    if man.get("retrieval"):
+        return "score"
+    return "probability" if (head.get("form") or "logit") != "logit" else "logit"

@@ -13,14 +13,7 @@ import torch
 
 import edgecompress_runtime
 from edgecompress_runtime.bundle import Bundle
-from edgecompress_runtime.bundle_writer import bundle_bytes, npy_bytes, write_bundle
-
-from ..passes import plan_to_json
-
-
-def _member_name(prefix: str, name: str) -> str:
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
-    return f"{prefix}/{safe}.npy"
+from edgecompress_runtime.bundle_writer import bundle_size, in_memory, write_bundle
 
 
 def source_model_hash(model: torch.nn.Module) -> str:
@@ -32,21 +25,41 @@ def source_model_hash(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+INFO_DIGITS = 4                  # significant digits of the passes' measured figures in a bundle
+INFO_RESTATED = ("bits", "clip_search", "dim", "full_dim", "keep_ratio", "kept_rows")
+
+
+def bundle_info(info: dict | None) -> dict:
+    """What the passes did, as a bundle carries it: without what the plan and the param's own fields
+    already say (INFO_RESTATED) and with floats to INFO_DIGITS digits (the host's Program keeps all)."""
+    def short(v):
+        if isinstance(v, float):
+            return float(f"{v:.{INFO_DIGITS}g}")
+        if isinstance(v, (list, tuple)):
+            return [short(x) for x in v]
+        if isinstance(v, dict):
+            return {k: short(x) for k, x in v.items()}
+        return v
+    return {k: short(v) for k, v in (info or {}).items() if k not in INFO_RESTATED}
+
+
 def program_members(program) -> tuple[dict, dict, dict]:
-    """(params manifest, constants manifest, members) for a program's weights."""
+    """(params manifest, constants manifest, members) for a program's weights; the members are
+    arrays under the names a reader sees (bundle_layout.expand), the writer packs them."""
     members, params, consts = {}, {}, {}
     for name, p in sorted(program.params.items()):
         roles = {}
         for role, arr in p.arrays.items():
-            member = _member_name("arrays", f"{name}.{role}")
-            members[member] = npy_bytes(arr)
+            member = f"arrays/{name}.{role}"
+            members[member] = np.ascontiguousarray(arr)
             roles[role] = member
+        info = bundle_info(p.info)
         params[name] = {"kind": p.kind, "shape": list(p.shape), "bits": p.bits, "members": roles,
-                        "role": program.roles.get(name, "other"), **({"info": p.info} if p.info else {}),
+                        "role": program.roles.get(name, "other"), **({"info": info} if info else {}),
                         **({"act": p.act} if p.act else {})}
     for name, arr in sorted(program.constants.items()):
-        member = _member_name("constants", name)
-        members[member] = npy_bytes(arr)
+        member = f"constants/{name}"
+        members[member] = np.ascontiguousarray(arr)
         consts[name] = member
     return params, consts, members
 
@@ -54,11 +67,11 @@ def program_members(program) -> tuple[dict, dict, dict]:
 def reference_members(inputs: dict, outputs: np.ndarray) -> tuple[dict, dict]:
     members, names = {}, {}
     for k, v in inputs.items():
-        m = _member_name("reference/inputs", k)
-        members[m] = npy_bytes(np.asarray(v))
+        m = f"reference/inputs/{k}"
+        members[m] = np.ascontiguousarray(v)
         names[k] = m
-    members["reference/outputs.npy"] = npy_bytes(np.asarray(outputs, dtype=np.float32))
-    return {"inputs": names, "outputs": "reference/outputs.npy"}, members
+    members["reference/outputs"] = np.asarray(outputs, dtype=np.float32).reshape(-1)
+    return {"inputs": names, "outputs": "reference/outputs"}, members
 
 
 def provenance(model, plan, reproducible: bool = False) -> dict:
@@ -74,8 +87,7 @@ def provenance(model, plan, reproducible: bool = False) -> dict:
         "host": f"{platform.system()} {platform.machine()}",
         "source_model_class": f"{type(model).__module__}.{type(model).__qualname__}",
         "source_model_sha256": source_model_hash(model),
-        "plan": plan_to_json(plan),
-    }
+    }                   # the plan is manifest["plan"] (once)
     if when is not None and when.isdigit():
         out["created_unix"] = int(when)
     elif not reproducible:
@@ -97,10 +109,11 @@ class BundleDraft:
         self.members = members
 
     def as_runtime_bundle(self) -> Bundle:
-        return Bundle(path="<in-memory bundle>", manifest=self.manifest, members=self.members, size=self.size())
+        """The bundle as the runtime will read it (packed and expanded: merged arrays, trimmed rows)."""
+        return in_memory(self.manifest, self.members)
 
     def size(self) -> int:
-        return len(bundle_bytes(self.manifest, self.members))
+        return bundle_size(self.manifest, self.members)
 
     def write(self, path) -> int:
         return write_bundle(path, self.manifest, self.members)

@@ -50,6 +50,13 @@ def rowwise_tables(program) -> dict:
             if program.roles.get(name) == "embedding" and p.kind == "rowwise" and name not in whole}
 
 
+def fp16_tables(program) -> dict:
+    """name -> StoredParam of every fp16 table only ever gathered from (passes/fp16.py)."""
+    whole = _used_as_tensor(program)
+    return {name: p for name, p in program.params.items()
+            if program.roles.get(name) == "embedding" and p.kind == "fp16" and name not in whole}
+
+
 def _stored_dim(p) -> int:
     """Columns a table stores (a projected table stores fewer than the graph uses)."""
     return int(p.arrays["proj"].shape[0]) if "proj" in p.arrays else int(p.shape[1])
@@ -190,7 +197,29 @@ class _QuantTablesModule(ProgramModule):
 
 
 class ExecuTorchExportModule(_QuantTablesModule):
+    """fp16 tables stay fp16 in the .pte: the portable embedding kernel gathers fp16 rows and a
+    cast widens only those (measured exact; LiteRT has no fp16 GATHER, so it keeps them fp32)."""
     TABLE = ExecuTorchQuantTable
+
+    def __init__(self, program):
+        super().__init__(program)
+        self.half_tables = set()
+        for name, p in fp16_tables(program).items():
+            key = _key(name)
+            self.register_buffer(f"half__{key}", torch.from_numpy(np.ascontiguousarray(p.arrays["data"])))
+            self.half_tables.add(key)
+            del self.tables[key]
+
+    def _gather(self, pname: str, idx):
+        key = _key(pname)
+        if key not in self.half_tables:
+            return super()._gather(pname, idx)
+        if pname in self.remaps:
+            idx = getattr(self, self.remaps[pname])[idx].long()
+        rows = F.embedding(idx, getattr(self, f"half__{key}")).to(torch.float32)
+        if key in self.projections:
+            rows = rows @ self.projections[key]
+        return rows
 
 
 class LiteRTExportModule(_QuantTablesModule):
@@ -225,11 +254,14 @@ def stored_tensor_bytes(program, fmt: str) -> int:
     and constant as its torch tensor. The size model adds the format's graph overhead."""
     table = _TABLE_CLASS[fmt]
     quant_tables, qlin = rowwise_tables(program), set(program.quantized_linears())
+    half = fp16_tables(program) if fmt == "executorch" else {}
     total = 0
     for name, p in program.params.items():
         a = p.arrays
         if name in quant_tables and table.supports(p):
             total += a["codes"].nbytes + a["codes"].shape[0] * table.ROW_BYTES
+        elif name in half:
+            total += a["data"].nbytes
         elif program.roles.get(name) == "embedding":
             rows = next(iter(v.shape[0] for k, v in a.items() if k in ("codes", "data")))
             total += rows * _stored_dim(p) * 4
@@ -246,9 +278,11 @@ def graph_units(program, fmt: str) -> int:
     """A proxy for the size of the ``fmt`` artifact's graph: the program's nodes plus what the
     export module adds per table (dequantizing ops, remap lookups, projections)."""
     table, quant = _TABLE_CLASS[fmt], rowwise_tables(program)
+    half = fp16_tables(program) if fmt == "executorch" else {}
     units = len(program.graph["nodes"])
     for name, p in program.params.items():
         if name in quant and table.supports(p):
             units += table.graph_ops(int(p.bits))
+        units += name in half             # the cast of the gathered fp16 rows
         units += 2 * ("remap" in p.arrays) + ("proj" in p.arrays)
     return units

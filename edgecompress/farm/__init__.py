@@ -17,6 +17,10 @@ Reports: a table in the terminal (``table``), ``farm.json`` (``records``) and
 Modules by job: ``jobs`` (a job, the errors that move work or not), ``pool`` (the
 ``Farm``: scheduling on local threads), ``records`` (the report dict and farm.json),
 ``journal`` (farm.jsonl: append, replay, what a resume skips), ``table`` (the terminal table).
+On a Ray lab (``farm --ray``, the optional extra ``edgecompress[farm]``): ``lab`` (lab hosts as
+Ray nodes, their board resources, the lab's state actor, ``lab status``), ``ray_pool`` (the
+``RayFarm``: the same jobs as Ray tasks, results into the same journal) and ``on_node`` (what a
+job does on the host that reaches its board). Only ``lab`` and ``ray_pool`` import Ray, lazily.
 """
 from .jobs import BUNDLE_FAULTS, TRANSIENT, Job
 from .pool import Farm

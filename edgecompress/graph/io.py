@@ -127,7 +127,7 @@ def head_logits(out, outputs: list, index):
     else:
         head = out
     form = outputs[index]["form"] if outputs else "logit"
-    if getattr(head, "ndim", 1) > 1:
+    if getattr(head, "ndim", 1) > 1 and column is not None:     # column None: every column (retrieval scores)
         head = head.reshape(head.shape[0], -1)[:, column]
     return to_logit(head.reshape(-1) if hasattr(head, "reshape") else head, form)
 

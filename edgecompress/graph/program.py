@@ -172,7 +172,8 @@ class Program:
 
     def quantized_linears(self) -> list[str]:
         """Linear weights stored quantized (the exporters quantize these layers)."""
-        return sorted(n for n, p in self.params.items() if self.roles.get(n) == "linear" and p.kind != "fp32")
+        return sorted(n for n, p in self.params.items()
+                      if self.roles.get(n) == "linear" and p.kind not in ("fp32", "fp16"))   # fp16: float weights
 
     def linear_activation_mode(self) -> str:
         """How quantized Linear layers take activations: "weights" (fp32), "dynamic" or "static" int8."""

@@ -95,7 +95,7 @@ def build_report(*, result, program, model, data, train, metric, latency_model) 
         info = p.info or {}
         if role == "embedding":
             tables.append({"table": name, "rows": p.shape[0], "dim": p.shape[1],
-                           "bits": p.bits if p.kind == "rowwise" else 32,
+                           "bits": p.bits if p.kind in ("rowwise", "fp16") else 32,
                            "keep_ratio": info.get("keep_ratio", 1.0), "stored_dim": info.get("dim", p.shape[1]),
                            "bytes": p.nbytes, "bytes_fp32": p.shape[0] * p.shape[1] * 4})
         elif role == "linear":

@@ -31,6 +31,7 @@ from ..graph.io import head_logits
 from ..metrics import higher_is_better
 from ..passes import (ConvInt8Weights, Distill, EmbeddingDimReduce, EmbeddingRowPrune, EmbeddingRowwiseQuant,
                       LinearInt8Weights, MLPNeuronPrune, PassContext, apply_plan, find_groups)
+from ..passes.fp16 import Fp16Weights
 from ..passes.prune_rows import remap_dtype
 from .cost import TableLayout
 from .states import Candidate, PlanState, SearchResult, TableState, pareto
@@ -81,7 +82,9 @@ class Planner:
                 plan.append(EmbeddingRowPrune(keep_ratio=st.keep, tables=(name,)))
             if st.dim:
                 plan.append(EmbeddingDimReduce(dim=st.dim, tables=(name,)))
-            if st.bits < 32:
+            if st.bits == 16:
+                plan.append(Fp16Weights(linear=False, tables=(name,)))
+            elif st.bits < 32:
                 plan.append(EmbeddingRowwiseQuant(bits=st.bits, tables=(name,)))
             apply_plan(prog, plan, self.context)
             self.table_cache[key] = prog.params[name]
@@ -103,6 +106,8 @@ class Planner:
         for name, st in state.tables.items():
             prog.params[name] = self._table_param(name, st)
         rest = [c for c in self.plan_of(state) if isinstance(c, (MLPNeuronPrune, LinearInt8Weights, ConvInt8Weights))]
+        if state.linear == "fp16":          # the tables came from the cache: only the Linear half of the pass
+            rest.insert(0, Fp16Weights(embeddings=False))
         return apply_plan(prog, rest, self.context)
 
     def evaluate(self, state: PlanState, label: str = "") -> Candidate:
@@ -199,6 +204,8 @@ class Planner:
             state = min((c for c in self.cache.values() if not c.state.distill), key=self._bytes).state
         else:
             self.evaluate(fp32, "fp32")
+            # fp16 everywhere: half of fp32 at (nearly) its accuracy, for budgets int8 rows would overshoot
+            self.evaluate(PlanState({t: TableState(bits=16) for t in self.tables}, {}, "fp16"), "fp16")
             base = self.evaluate(int8, "int8 rows + int8 Linear")
             self.sens = self._sensitivity(base, int8, bar)
             state = int8

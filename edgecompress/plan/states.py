@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 
 from ..passes import (Distill, EmbeddingDimReduce, EmbeddingRowPrune, EmbeddingRowwiseQuant, LinearInt8Weights,
                       MLPNeuronPrune)
+from ..passes.fp16 import Fp16Weights
 
 
 @dataclass(frozen=True)
 class TableState:
-    bits: int = 8            # 32 = fp32
+    bits: int = 8            # 32 = fp32, 16 = fp16
     keep: float = 1.0
     dim: int | None = None   # None = full width
 
@@ -21,7 +22,7 @@ class TableState:
 class PlanState:
     tables: dict
     layers: dict = field(default_factory=dict)      # producer weight -> keep ratio
-    linear: str = "int8"                            # "fp32" | "int8"
+    linear: str = "int8"                            # "fp32" | "fp16" | "int8"
     distill: bool = False
 
     def key(self):
@@ -59,7 +60,12 @@ class PlanState:
             plan.append(MLPNeuronPrune(keep_ratio=keep, layers=tuple(layers)))
         if self.distill:
             plan.append(distill_config or Distill())
-        for bits, names in sorted(grouped("bits", 32).items(), reverse=True):
+        rows = grouped("bits", 32)
+        half = rows.pop(16, [])
+        if half or self.linear == "fp16":
+            plan.append(Fp16Weights(embeddings=bool(half), linear=self.linear == "fp16",
+                                    tables=tuple(half) if half else None))
+        for bits, names in sorted(rows.items(), reverse=True):
             plan.append(EmbeddingRowwiseQuant(bits=bits, tables=tuple(names)))
         if self.linear == "int8":
             plan.append(LinearInt8Weights())
@@ -67,7 +73,7 @@ class PlanState:
 
     def describe(self) -> str:
         bits = sorted({s.bits for s in self.tables.values()})
-        parts = ["fp32" if bits == [32] else "tables " + "/".join(f"int{b}" if b < 32 else "fp32" for b in bits)]
+        parts = ["fp32" if bits == [32] else "tables " + "/".join(f"int{b}" if b < 16 else f"fp{b}" for b in bits)]
         pruned = [s.keep for s in self.tables.values() if s.keep < 1]
         if pruned:
             parts.append(f"{len(pruned)} tables row-pruned (min keep {min(pruned):g})")

@@ -32,7 +32,7 @@ def check_arrays(name: str, kind: str, shape, bits: int, arrays: dict) -> None:
         if remap.size:
             _need(int(remap.min()) >= 0 and int(remap.max()) < stored, f"{where}.members[\"remap\"]",
                   f"values must be in 0..{stored - 1}")
-    elif kind in ("fp32", "rowwise") and len(shape) >= 1:
+    elif kind in ("fp32", "fp16", "rowwise") and len(shape) >= 1:
         _need(stored == shape[0], f"{where}.shape", f"{list(shape)} but the stored array has {stored} rows")
     act = arrays.get("act_scale")
     if act is not None:
@@ -42,8 +42,10 @@ def check_arrays(name: str, kind: str, shape, bits: int, arrays: dict) -> None:
 
 def _stored_rows(where: str, kind: str, shape, bits: int, width: int, arrays: dict) -> int:
     rows = shape[0]
-    if kind == "fp32":
+    if kind in ("fp32", "fp16"):
         d = arrays["data"]
+        if kind == "fp16":
+            _need(d.dtype == np.float16, f"{where}.members[\"data\"]", f"must be float16, got {d.dtype}")
         if arrays.get("remap") is None and arrays.get("proj") is None:
             _need(d.shape == shape, f"{where}.members[\"data\"]", f"shape {list(d.shape)}, manifest says {list(shape)}")
         else:

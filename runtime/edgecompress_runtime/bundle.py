@@ -1,13 +1,13 @@
 """The bundle format (``.ecb``): one zip file to copy to a device.
 
-Members (stored, not deflated, so sizes are exact and predictable):
-- ``manifest.json``   format version, input spec, graph, params, member hashes,
-                      host metrics, reference I/O, provenance, plan
+Members (format version 2; the compact layout is ``bundle_layout.py``'s):
+- ``manifest.json``   (deflated) format version, input spec, graph, params, the array table,
+                      member hashes, host metrics, reference I/O, provenance, plan
 - ``manifest.sha256`` hex sha256 of manifest.json (an edited manifest is refused)
 - ``manifest.sig``    optional: ed25519 signature over manifest.json (see signing.py);
                       the one member allowed without a manifest entry
-- ``arrays/*.npy``    weights, read with ``allow_pickle=False``
-- ``reference/*.npy`` reference inputs and the host's outputs for parity checks
+- ``arrays.bin``      every weight and constant, raw little-endian, one after another
+                      (the reference rows for parity checks are in the manifest)
 - ``artifacts/*``     other formats (.pte, .tflite) when the bundle carries them
 
 Reading verifies before it inflates (see ``read_bundle`` and docs/bundle-format.md):
@@ -34,10 +34,11 @@ from pathlib import Path
 import numpy as np
 
 from .bundle_json import clip as _clip, load_json
+from .bundle_layout import DEFLATED, expand, views
 from .errors import BundleError
 
 FORMAT = "edgecompress-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.sha256"
 SIGNATURE = "manifest.sig"
@@ -52,9 +53,9 @@ def sha256(data: bytes) -> str:
 
 def zip_entry(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
     info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
-    info.compress_type = zipfile.ZIP_STORED
+    info.compress_type = zipfile.ZIP_DEFLATED if name in DEFLATED else zipfile.ZIP_STORED
     info.external_attr = 0o644 << 16
-    zf.writestr(info, data)
+    zf.writestr(info, data, compresslevel=9)
 
 
 def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
@@ -74,7 +75,10 @@ def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
 
 @dataclass
 class Bundle:
-    """A verified bundle in memory: its manifest and raw member bytes."""
+    """A verified bundle in memory: its (logical) manifest and members. Read from a file, the
+    members are the zip members other than arrays.bin (artifacts, ...) as bytes and every array
+    the manifest names as a read-only ndarray (over arrays.bin, or the reference rows; bundle_layout.py);
+    the host's drafts may hold .npy bytes instead."""
 
     path: str
     manifest: dict
@@ -90,6 +94,8 @@ class Bundle:
             data = self.members[member]
         except (KeyError, TypeError):
             raise BundleError(f"{self.path}: manifest refers to missing member {_name(member)}") from None
+        if isinstance(data, np.ndarray):
+            return data
         try:
             f = io.BytesIO(data)
             version = np.lib.format.read_magic(f)
@@ -241,6 +247,10 @@ def _check_version(version, path: str) -> None:
     if version > FORMAT_VERSION:
         raise BundleError(f"{path}: bundle format version {version} is newer than this runtime "
                           f"supports ({FORMAT_VERSION}); upgrade edgecompress-runtime")
+    if version < FORMAT_VERSION:
+        raise BundleError(f"{path}: bundle format version {version} is older than the version this runtime "
+                          f"reads ({FORMAT_VERSION}); recompile the bundle with this edgecompress "
+                          "(the runtime ships with its bundles)")
 
 
 def _listed_members(manifest: dict, path: str) -> dict:
@@ -317,10 +327,17 @@ def read_bundle(path, *, trusted: dict | None = None, max_member_bytes: int | No
                 from .signing import check
                 bundle.verification = check(bundle, trusted)   # before any member is inflated
             from .schema import check_manifest
-            check_manifest(manifest, path)                      # every field, before anything uses it
+            try:
+                logical, arrays = expand(manifest, listed)      # the layout's fields, then every field
+            except BundleError as e:
+                raise BundleError(f"{path}: {e} (corrupted or tampered)") from None
+            check_manifest(logical, path, arrays=arrays)        # before anything uses the manifest
+            raw = {}
             for name in sorted(listed):
                 meta = listed[name]
-                bundle.members[name] = _read_member(zf, entries[name], meta["size"], meta["sha256"], path)
+                raw[name] = _read_member(zf, entries[name], meta["size"], meta["sha256"], path)
+            bundle.manifest = logical
+            bundle.members = {**{k: v for k, v in raw.items() if k not in _BLOBS}, **views(arrays, raw)}
     except BundleError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, KeyError,
@@ -330,9 +347,13 @@ def read_bundle(path, *, trusted: dict | None = None, max_member_bytes: int | No
     return bundle
 
 
+_BLOBS = ("arrays.bin",)
+
+
 def with_signature(data: bytes, signature: bytes) -> bytes:
     """The bundle ``data`` with ``manifest.sig`` set to ``signature`` (JSON bytes),
-    replacing any earlier signature; every other member is copied unchanged."""
+    replacing any earlier signature; every other member is copied unchanged (and stored
+    or deflated as the writer does)."""
     src = zipfile.ZipFile(io.BytesIO(data))
     buf = io.BytesIO()
     with src, zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:

@@ -27,7 +27,9 @@ class Model:
         self.input_spec = self.manifest["inputs"]
         self._backend, self.backend_reason = backends.open_backend(backend, bundle)
         self.backend = self._backend.name
-        self.stats = {"oov": {}}
+        self.stats = {"oov": {}, "runs": 0}       # runs: backend invocations (predict calls that ran)
+        from .retrieval import section
+        self.retrieval = section(self.manifest)   # None, or how this bundle ranks every item in one call
         self.bounds = _bounds(self._backend, bundle, max_batch)
         self.max_batch = self.bounds.max_batch      # predict() refuses more rows (see bounds.py)
 
@@ -51,6 +53,7 @@ class Model:
         feeds = validate(self.input_spec, inputs, self.stats["oov"])
         heads = self.outputs
         try:
+            self.stats["runs"] += 1
             out = self._backend.run(feeds)
             if not isinstance(out, (tuple, list)) and len(heads) > 1:
                 out = split_heads(out, heads)        # app formats return the heads side by side
@@ -83,18 +86,31 @@ class Model:
             return {h["name"]: _proba(out[h["name"]], h.get("form")) for h in heads}
         return _proba(out, heads[0].get("form"))
 
-    def topk(self, inputs: dict, candidates: dict, k: int = 10, exclude=None):
-        """Rank candidates for one query. ``inputs`` holds the query's features
-        (batch 1); ``candidates`` holds N rows for the inputs that vary per
-        candidate (e.g. ``{"item_id": ids}``). Other inputs are repeated.
-        ``exclude``: candidate positions to drop (e.g. items already seen).
-        Returns (positions into the candidates, scores), best first."""
-        if not candidates:
-            raise InputError("topk() needs at least one candidate input, e.g. {'item_id': ids}")
+    def topk(self, inputs: dict, candidates=None, k: int = 10, exclude=None):
+        """Rank items for a query. Returns (positions into the candidates, scores), best first.
+
+        A retrieval bundle (``self.retrieval``; compile(..., towers=...)): ``inputs`` holds the user
+        inputs only; the user tower runs once and one matrix product scores every item.
+        ``candidates``: None (every item: positions are item ids), item ids, or {"item_id": ids}.
+        B query rows give [B, k] arrays, one row gives [k]; ``exclude``: positions to drop,
+        shared or one array per query row (e.g. items already seen).
+
+        A pairwise bundle: ``inputs`` holds the query's features (batch 1); ``candidates`` holds N
+        rows for the inputs that vary per candidate (e.g. ``{"item_id": ids}``), other inputs are
+        repeated; ``exclude``: candidate positions to drop."""
+        from .retrieval import check_k, rank, retrieval_topk
+        k = check_k(k)
+        if self.retrieval is not None:
+            return retrieval_topk(self, self.retrieval, inputs, candidates, k, exclude)
+        if not candidates or not isinstance(candidates, dict):
+            raise InputError("topk() on a pairwise bundle needs candidate inputs, e.g. {'item_id': ids} "
+                             "(only a retrieval bundle, compiled with towers=, ranks every item by itself)")
         n = {len(np.asarray(v)) for v in candidates.values()}
         if len(n) != 1:
             raise InputError(f"candidate inputs have different lengths: {sorted(n)}")
         n = n.pop()
+        if n == 0:
+            raise InputError("topk() candidates is empty")
         feeds = {}
         for name in self.input_names:
             if name in candidates:
@@ -106,14 +122,10 @@ class Model:
                 feeds[name] = np.repeat(q, n, axis=0)
             else:
                 raise InputError(f"topk() is missing input {name!r} (give it in inputs or candidates)")
-        scores = self.predict(feeds)
-        if exclude is not None and len(exclude):
-            scores = scores.copy()
-            scores[np.asarray(exclude)] = -np.inf
-        k = max(0, min(int(k), n))
-        top = np.argpartition(-scores, k - 1)[:k] if 0 < k < n else np.arange(n)
-        top = top[np.argsort(-scores[top], kind="stable")][:k]
-        return top, scores[top]
+        scores = np.concatenate([self.predict({name: v[s:s + self.max_batch] for name, v in feeds.items()})
+                                 for s in range(0, n, self.max_batch)])
+        top, top_scores = rank(scores.reshape(1, n), k, exclude)
+        return top[0], top_scores[0]
 
     def reference(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
         ref = self.manifest["reference"]

@@ -3,9 +3,12 @@
 Storage kinds (manifest ``params[name]["kind"]``; member arrays in brackets):
 - ``fp32``        [data: float32]
 - ``rowwise``     [codes: uint8 [R, ceil(D*bits/8)], scale: float16 [R], bias: float16 [R]]
-                  row r = codes * scale[r] + bias[r]; bits 8, 4 or 2, low bits first
+                  row r = codes * scale[r] + bias[r]; bits 8, 4, 2 or 1, low bits first
                   (the FBGEMM / PyTorch fused-rowwise layout, split into arrays)
 - ``channel_int8`` [codes: int8 [O, I], scale: float32 [O]]  w = codes * scale[o]
+- ``fp16``        [data: float16]  the fp32 weight rounded to fp16 (bits 16): tables gather
+                  fp16 rows and widen only those to fp32 (half the memory of fp32);
+                  Linear weights are widened once, on first use; all arithmetic is fp32
 - ``csr``         [data: float32 [nnz], indices: int16/int32 [nnz], indptr: int32 [O+1]]
                   a sparse Linear weight, densified once at load
 
@@ -39,6 +42,7 @@ KINDS = {
     "fp32": ("data",),
     "rowwise": ("codes", "scale", "bias"),
     "channel_int8": ("codes", "scale"),
+    "fp16": ("data",),
     "csr": ("data", "indices", "indptr"),
 }
 OPTIONAL = ("remap", "proj", "act_scale")
@@ -131,6 +135,8 @@ class Param:
         """The stored array as float32, before remap and projection."""
         if self.kind == "fp32":
             return self.arrays["data"]
+        if self.kind == "fp16":
+            return self.arrays["data"].astype(np.float32)
         if self.kind == "rowwise":
             return self._dequant_rows(self.arrays["codes"], self._scale, self._bias)
         if self.kind == "csr":
@@ -194,6 +200,8 @@ class Param:
             rows = np.take(self.arrays["data"], flat, axis=0)
         elif self._table is not None:
             rows = np.take(self._table, flat, axis=0)
+        elif self.kind == "fp16":
+            rows = np.take(self.arrays["data"], flat, axis=0).astype(np.float32)
         elif self.kind == "rowwise":
             rows = self._dequant_rows(np.take(self.arrays["codes"], flat, axis=0),
                                       np.take(self._scale, flat), np.take(self._bias, flat))

@@ -29,7 +29,7 @@ MAX_ELEMENTS = 1 << 32            # elements of one declared shape
 MAX_INT = 1 << 62                 # integer arguments in the graph
 MAX_LIST_ARGS = 4096              # one list argument of a graph node (e.g. cat's tensors)
 MAX_BATCH = 1 << 31               # largest max_batch a manifest may declare
-BITS = {"fp32": {32}, "csr": {32}, "rowwise": {2, 4, 8}, "channel_int8": {8}}
+BITS = {"fp32": {32}, "csr": {32}, "rowwise": {1, 2, 4, 8}, "channel_int8": {8}, "fp16": {16}}
 DTYPES = ("float32", "int64")
 REQUIRED = ("inputs", "model", "reference")     # besides format, format_version, members (bundle.py)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -320,13 +320,15 @@ def _rest(m: dict, listed: dict) -> None:
         _pos_int(m["max_batch"], "manifest.max_batch", MAX_BATCH)
 
 
-def check_manifest(m: dict, path: str = "") -> None:
-    """Check every field the runtime uses (see the module doc); BundleError naming the field."""
+def check_manifest(m: dict, path: str = "", arrays=()) -> None:
+    """Check every field the runtime uses (see the module doc); BundleError naming the field.
+    ``arrays``: the names of the arrays the compact layout holds (bundle_layout.expand), which
+    params, constants and the reference may name besides the listed members."""
     try:
         _bounded(m)
         for field in REQUIRED:
             _need(field in m, f"manifest.{field}", "is missing")
-        listed = _members(m)
+        listed = {**_members(m), **dict.fromkeys(arrays)}
         specs = _inputs(m)
         params = _params(m, listed)
         _rest(m, listed)
