@@ -5,7 +5,9 @@ Rows per model: fp32, int8 rows (+ int8 Linear), int4 rows (clip search), fp16 t
 Linear weights, the planner at 1/4 and 1/16 of the fp32 bundle; for DLRM also int2 rows (clip
 search) and quantization-aware training (passes/qat.py: int4, int2 and 1-bit sign rows, each +
 int8 Linear, fine-tuned from the trained model on train rows; epochs chosen on validation rows,
-``QAT_GRID``; ``qat_train_s`` the pass's own time). ``targets`` in the JSON: the best size
+``QAT_GRID``; ``qat_train_s`` the pass's own time) and product quantization (passes/product_quant.py:
+``PQ_SHAPES`` x ``PQ_FINETUNE`` chosen on validation rows, + int8 Linear; ``--pq-only``: fp32, int8
+and these rows only, results/compression_pq_{synthetic,movielens}.json). ``targets`` in the JSON: the best size
 ratio at delta >= -0.001 and >= -0.005 per data set and model against issue 16's 16x / 50x.
 ``--models dlrm --no-planner [--datasets synthetic --quick] --out PATH`` runs only those rows
 (results/compression_training_{synthetic,movielens}.json: ~12 min each on the loaded 2-core VM).
@@ -48,6 +50,7 @@ from edgecompress.metrics import evaluate_ctr, evaluate_retrieval, torch_predict
 from edgecompress.models.zoo import model_for_data
 from edgecompress.passes import EmbeddingRowwiseQuant, LinearInt8Weights
 from edgecompress.passes.fp16 import Fp16Weights
+from edgecompress.passes.product_quant import ProductQuant
 from edgecompress.passes.qat import QAT
 from edgecompress.errors import BudgetError
 from edgecompress.train import train
@@ -140,7 +143,7 @@ def describe_roles(name, kind, tr, va, te) -> dict:
             "disjoint": True, "n_train": len(tr), "n_valid": len(va), "n_test": len(te)}
 
 
-def run_model(name, kind, tr, va, te, old_rows, tmp, epochs, lr, training=True, planner=True):
+def run_model(name, kind, tr, va, te, old_rows, tmp, epochs, lr, training=True, planner=True, pq_only=False):
     torch.manual_seed(0)
     model = model_for_data(kind, tr, embedding_dim=DIM)
     t0 = time.perf_counter()
@@ -184,6 +187,11 @@ def run_model(name, kind, tr, va, te, old_rows, tmp, epochs, lr, training=True, 
     add("fp32", fp32, s, l0)
     res, s, l0 = timed(output=tmp / f"{name}-{kind}-int8.ecb", plan=[EmbeddingRowwiseQuant(bits=8), LinearInt8Weights()])
     add("int8 rows + int8 Linear", res, s, l0)
+    if kind == "dlrm" and (training or pq_only):
+        for label, r in pq_rows(model, name, kind, tr, va, te, tmp, timed, training).items():
+            add_qat(label, *r)
+    if pq_only:
+        return _finish(rows, train_s), roles, {**check, "train_s": train_s}
     res, s, l0 = timed(output=tmp / f"{name}-{kind}-int4.ecb",
                        plan=[EmbeddingRowwiseQuant(bits=4, clip_search=True), LinearInt8Weights()])
     add("int4 rows (clip search) + int8 Linear", res, s, l0)
@@ -207,6 +215,11 @@ def run_model(name, kind, tr, va, te, old_rows, tmp, epochs, lr, training=True, 
         r = add(f"planner @ 1/{frac} fp32 size", res, s, l0)
         r["budget_bytes"] = fp32.size_bytes // frac
         r["within_budget"] = res.size_bytes <= fp32.size_bytes // frac
+    return _finish(rows, train_s), roles, {**check, "train_s": train_s}
+
+
+def _finish(rows, train_s) -> list:
+    """Ratios and deltas against the fp32 row (the first)."""
     base = rows[0]
     for r in rows:
         if "error" in r:
@@ -223,7 +236,7 @@ def run_model(name, kind, tr, va, te, old_rows, tmp, epochs, lr, training=True, 
                              "delta_vs_fp32": None if dv is None else dv - r["delta"],
                              "note": "selection-row figure minus test-row figure, metric units; delta_vs_fp32 "
                                      "nets out how the validation and test rows differ for the fp32 model"}
-    return rows, roles, {**check, "train_s": train_s}
+    return rows
 
 
 # chosen per bit width on validation rows. lr 1e-3 for 1-3 epochs cost 0.006-0.008 test AUC on the
@@ -262,6 +275,45 @@ def qat_rows(model, name, kind, tr, va, te, tmp, timed) -> dict:
         label = f"QAT int{bits} rows" + (" + int8 Linear" if lin else "")
         out[label] = (res, s, l0, {"qat": cfg.to_dict(), "qat_train_s": time.perf_counter() - t,
                                    "value_valid_qat": v, "grid": list(QAT_GRID)})
+    return out
+
+
+# product quantization (passes/product_quant.py), M sub-vectors of DIM/M values, codes of `bits`, K
+# codebook entries per sub-space, with int8 Linear: per shape, k-means only vs k-means + codebook
+# fine-tuning, chosen on validation rows. K = 64 with 8-bit codes: small tables (MovieLens), where
+# 256-entry codebooks (K*DIM*2 bytes a table) outweigh the codes
+PQ_SHAPES = ((DIM // 4, 8, 256), (DIM // 8, 8, 256), (DIM // 8, 8, 64), (DIM // 16, 8, 64), (DIM // 4, 4, 16),
+             (DIM // 8, 4, 16), (DIM // 16, 4, 16))
+PQ_FINETUNE = ({"finetune_epochs": 0.0}, {"finetune_epochs": 1.0, "lr": 1e-3}, {"finetune_epochs": 3.0, "lr": 3e-3},
+               {"finetune_epochs": 1.0, "lr": 1e-3, "train_dense": True})
+
+
+def pq_rows(model, name, kind, tr, va, te, tmp, timed, training=True) -> dict:
+    """Per PQ shape, the PQ_FINETUNE setting with the best validation AUC (k-means only when
+    ``training`` is off); its test AUC is reported. ``qat_train_s``: the pass's own time (k-means
+    + fine-tuning, from a separate run of the chosen setting: compile adds export time)."""
+    from edgecompress.graph import lower
+    from edgecompress.graph.io import CallConvention
+    from edgecompress.passes import PassContext, apply_pass
+    out = {}
+    for m, bits, k in PQ_SHAPES:
+        best = None
+        for grid in PQ_FINETUNE if training else PQ_FINETUNE[:1]:
+            cfg = ProductQuant(sub_vectors=m, bits=bits, entries=k, **grid)
+            res, s, l0 = timed(output=tmp / f"{name}-{kind}-pq{m}x{bits}x{k}-{grid['finetune_epochs']:g}.ecb",
+                               plan=[cfg, LinearInt8Weights()])
+            v = _bundle_auc(res.path, va)
+            if best is None or v > best[0]:
+                best = (v, cfg, res, s, l0)
+        v, cfg, res, s, l0 = best
+        call = CallConvention.infer(model, tr.inputs)
+        prog = lower(model, {k: np.asarray(tr.inputs[k][:8]) for k in call.names}, call)
+        t = time.perf_counter()
+        apply_pass(prog, cfg, ctx=PassContext(teacher=model, train_data=tr))
+        ft = f" +ft {cfg.finetune_epochs:g} ep" + (" (+MLP)" if cfg.train_dense else "") if cfg.finetune_epochs else ""
+        label = f"PQ M={m} {bits}-bit K={k}{ft} + int8 Linear"
+        out[label] = (res, s, l0, {"pq": cfg.to_dict(), "qat_train_s": time.perf_counter() - t,
+                                   "value_valid_pq": v, "grid": list(PQ_FINETUNE) if training else []})
     return out
 
 
@@ -344,7 +396,8 @@ def main(argv=None):
     ap.add_argument("--models", default="dlrm,two_tower", help="comma-separated: dlrm, two_tower")
     ap.add_argument("--datasets", default="synthetic,movielens-100k", help="comma-separated: synthetic, movielens-100k")
     ap.add_argument("--no-planner", action="store_true", help="skip the planner rows (1/4, 1/16 of fp32)")
-    ap.add_argument("--no-training", action="store_true", help="skip the QAT rows")
+    ap.add_argument("--no-training", action="store_true", help="skip the QAT rows and PQ fine-tuning")
+    ap.add_argument("--pq-only", action="store_true", help="DLRM: only fp32, int8 and the product-quantization rows")
     args = ap.parse_args(argv)
     old = _old_figures(OUT)
     n = 60_000 if args.quick else 200_000
@@ -365,11 +418,11 @@ def main(argv=None):
             tr, va, te, old_rows = make()
             r, roles[f"{name}/{kind}"], checks[(name, kind)] = run_model(name, kind, tr, va, te, old_rows, tmp,
                                                                          epochs, lr, not args.no_training,
-                                                                         not args.no_planner)
+                                                                         not args.no_planner, args.pq_only)
             rows += r
             print(f"  {name}/{kind} done, {time.perf_counter() - t_all:.0f} s so far", flush=True)
         big = None
-        if not args.quick and not args.no_planner:
+        if not args.quick and not args.no_planner and not args.pq_only:
             try:
                 big = big_compile(tmp)
             except Exception as e:     # recorded, not hidden: the rows above are still written

@@ -32,6 +32,7 @@ from torch import nn
 
 from ..graph.program import refs
 from ..graph.torch_exec import ProgramModule, _key
+from . import pq_tables as pq
 
 
 _GATHER_OPS = ("embedding", "embedding_bag", "embedding_bag_offsets")
@@ -175,6 +176,9 @@ class _QuantTablesModule(ProgramModule):
                 continue
             self.qtables[key] = self.TABLE(p)
             del self.tables[key]                  # no fp32 copy in the artifact
+        for name, p in pq.pq_tables(program).items():     # product-quantized: same ops in both formats
+            self.qtables[_key(name)] = pq.PQTable(p)
+            del self.tables[_key(name)]
 
     def forward(self, *args, **kwargs):
         # app formats carry one output: several heads travel side by side as [B, total width]
@@ -255,10 +259,13 @@ def stored_tensor_bytes(program, fmt: str) -> int:
     table = _TABLE_CLASS[fmt]
     quant_tables, qlin = rowwise_tables(program), set(program.quantized_linears())
     half = fp16_tables(program) if fmt == "executorch" else {}
+    pq_names = pq.pq_tables(program)
     total = 0
     for name, p in program.params.items():
         a = p.arrays
-        if name in quant_tables and table.supports(p):
+        if name in pq_names:
+            total += pq.stored_bytes(p)
+        elif name in quant_tables and table.supports(p):
             total += a["codes"].nbytes + a["codes"].shape[0] * table.ROW_BYTES
         elif name in half:
             total += a["data"].nbytes
@@ -279,10 +286,12 @@ def graph_units(program, fmt: str) -> int:
     export module adds per table (dequantizing ops, remap lookups, projections)."""
     table, quant = _TABLE_CLASS[fmt], rowwise_tables(program)
     half = fp16_tables(program) if fmt == "executorch" else {}
+    pq_names = pq.pq_tables(program)
     units = len(program.graph["nodes"])
     for name, p in program.params.items():
         if name in quant and table.supports(p):
             units += table.graph_ops(int(p.bits))
         units += name in half             # the cast of the gathered fp16 rows
+        units += pq.PQTable.graph_ops(int(p.bits)) if name in pq_names else 0
         units += 2 * ("remap" in p.arrays) + ("proj" in p.arrays)
     return units

@@ -95,7 +95,7 @@ def build_report(*, result, program, model, data, train, metric, latency_model) 
         info = p.info or {}
         if role == "embedding":
             tables.append({"table": name, "rows": p.shape[0], "dim": p.shape[1],
-                           "bits": p.bits if p.kind in ("rowwise", "fp16") else 32,
+                           "bits": _table_bits(p),
                            "keep_ratio": info.get("keep_ratio", 1.0), "stored_dim": info.get("dim", p.shape[1]),
                            "bytes": p.nbytes, "bytes_fp32": p.shape[0] * p.shape[1] * 4})
         elif role == "linear":
@@ -155,3 +155,13 @@ def write_budget_report(directory, *, error, planner, target: str, metric: str) 
     (out / "report.json").write_text(json.dumps(rep, indent=1, default=float))
     (out / "report.html").write_text(render_budget_html(rep))
     return {"json": out / "report.json", "html": out / "report.html"}
+
+
+def _table_bits(p) -> float:
+    """Stored bits per table value: row-wise codes and fp16 say so; product-quantized tables
+    count their codes and codebooks over the table's values (bits per value, as stored)."""
+    if p.kind in ("rowwise", "fp16"):
+        return p.bits
+    if p.kind == "pq":
+        return round(8 * p.nbytes / max(p.shape[0] * p.shape[1], 1), 2)
+    return 32

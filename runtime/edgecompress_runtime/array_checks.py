@@ -32,7 +32,7 @@ def check_arrays(name: str, kind: str, shape, bits: int, arrays: dict) -> None:
         if remap.size:
             _need(int(remap.min()) >= 0 and int(remap.max()) < stored, f"{where}.members[\"remap\"]",
                   f"values must be in 0..{stored - 1}")
-    elif kind in ("fp32", "fp16", "rowwise") and len(shape) >= 1:
+    elif kind in ("fp32", "fp16", "rowwise", "pq") and len(shape) >= 1:
         _need(stored == shape[0], f"{where}.shape", f"{list(shape)} but the stored array has {stored} rows")
     act = arrays.get("act_scale")
     if act is not None:
@@ -61,6 +61,8 @@ def _stored_rows(where: str, kind: str, shape, bits: int, width: int, arrays: di
             _need(arrays[r].shape == (c.shape[0],), f"{where}.members[{_key(r)}]",
                   f"shape {list(arrays[r].shape)}, want [{c.shape[0]}]")
         return c.shape[0]
+    if kind == "pq":
+        return _pq_rows(where, bits, width, arrays)
     if kind == "channel_int8":
         c = arrays["codes"]
         _need(c.dtype == np.int8 and c.ndim == 2 and c.shape[0] == rows and c.size == math.prod(shape),
@@ -79,3 +81,20 @@ def _stored_rows(where: str, kind: str, shape, bits: int, width: int, arrays: di
           and (idx.size == 0 or (int(idx.min()) >= 0 and int(idx.max()) < shape[1])))
     _need(ok, f"{where}.members", "csr indptr/indices out of range")
     return rows
+
+
+def _pq_rows(where: str, bits: int, width: int, arrays: dict) -> int:
+    """codebooks [M, K, width/M] (K <= 2**bits, float), codes uint8 [rows, ceil(M*bits/8)] < K."""
+    from .params import unpack_bits
+    cb, c = arrays["codebooks"], arrays["codes"]
+    _need(cb.ndim == 3 and cb.dtype.kind == "f" and cb.shape[0] >= 1 and cb.shape[0] * cb.shape[2] == width
+          and 1 <= cb.shape[1] <= (1 << bits), f"{where}.members[\"codebooks\"]",
+          f"must be float [M, K <= {1 << bits}, {width}/M], got {cb.dtype} {list(cb.shape)}")
+    _need(bool(np.isfinite(cb).all()), f"{where}.members[\"codebooks\"]", "must be finite")
+    per = math.ceil(cb.shape[0] * bits / 8)
+    _need(c.dtype == np.uint8 and c.ndim == 2 and c.shape[1] == per, f"{where}.members[\"codes\"]",
+          f"must be uint8 [rows, {per}], got {c.dtype} {list(c.shape)}")
+    if c.size and (1 << bits) > cb.shape[1]:
+        _need(int(unpack_bits(c, bits, cb.shape[0]).max()) < cb.shape[1], f"{where}.members[\"codes\"]",
+              f"values must be in 0..{cb.shape[1] - 1}")
+    return c.shape[0]

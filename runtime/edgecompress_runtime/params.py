@@ -11,6 +11,11 @@ Storage kinds (manifest ``params[name]["kind"]``; member arrays in brackets):
                   Linear weights are widened once, on first use; all arithmetic is fp32
 - ``csr``         [data: float32 [nnz], indices: int16/int32 [nnz], indptr: int32 [O+1]]
                   a sparse Linear weight, densified once at load
+- ``pq``          [codes: uint8 [R, ceil(M*bits/8)], codebooks: float16/float32 [M, K, D/M]]
+                  product quantization (bits 8 or 4, K <= 2**bits): row r is the concatenation
+                  of codebooks[m, code[r, m]] over the M sub-spaces; 4-bit codes are packed two
+                  per byte, low bits first. Gathers look up only the gathered rows' codes and
+                  their codebook entries: the table is never materialized
 
 Optional arrays on tables, applied on gather in this order:
 - ``remap`` int32 [R]: logical row -> stored row (row pruning: rare rows share
@@ -44,6 +49,7 @@ KINDS = {
     "channel_int8": ("codes", "scale"),
     "fp16": ("data",),
     "csr": ("data", "indices", "indptr"),
+    "pq": ("codes", "codebooks"),
 }
 OPTIONAL = ("remap", "proj", "act_scale")
 DEQUANT_AT_LOAD_BYTES = int(float(os.environ.get("EDGECOMPRESS_RUNTIME_DEQUANT_AT_LOAD_MB", "1")) * 2**20)
@@ -122,6 +128,11 @@ class Param:
             stored = arrays["codes"].shape[0] * (self.proj.shape[0] if self.proj is not None else self.shape[-1])
             if stored * 4 <= DEQUANT_AT_LOAD_BYTES:
                 self._table = self.storage_dense()
+        elif kind == "pq":
+            # [M*K, D/M] fp32 (small: K*D floats) and the offset of each sub-space's entries
+            m, k, sub = arrays["codebooks"].shape
+            self._entries = arrays["codebooks"].astype(np.float32).reshape(m * k, sub)
+            self._offsets = (np.arange(m, dtype=np.int64) * k)
 
     @property
     def rows(self) -> int:
@@ -139,6 +150,8 @@ class Param:
             return self.arrays["data"].astype(np.float32)
         if self.kind == "rowwise":
             return self._dequant_rows(self.arrays["codes"], self._scale, self._bias)
+        if self.kind == "pq":
+            return self._pq_rows(self.arrays["codes"])
         if self.kind == "csr":
             a = self.arrays
             out = np.zeros(self.shape, dtype=np.float32)
@@ -185,6 +198,13 @@ class Param:
         out += bias[..., None]
         return out
 
+    def _pq_rows(self, codes):
+        """packed codes [N, ceil(M*bits/8)] -> rows [N, M * D/M] through the codebooks."""
+        m = len(self._offsets)
+        c = unpack_bits(codes, self.bits, m) if self.bits != 8 else codes
+        out = np.take(self._entries, c.astype(np.int64) + self._offsets, axis=0)     # [N, M, D/M]
+        return out.reshape(codes.shape[0], -1)
+
     def gather(self, indices: np.ndarray) -> np.ndarray:
         idx = np.asarray(indices)
         if idx.size:
@@ -205,6 +225,8 @@ class Param:
         elif self.kind == "rowwise":
             rows = self._dequant_rows(np.take(self.arrays["codes"], flat, axis=0),
                                       np.take(self._scale, flat), np.take(self._bias, flat))
+        elif self.kind == "pq":
+            rows = self._pq_rows(np.take(self.arrays["codes"], flat, axis=0))
         else:
             rows = np.take(self.storage_dense(), flat, axis=0)
         if self.proj is not None:
