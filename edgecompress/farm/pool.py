@@ -232,17 +232,21 @@ class Farm:
                 except Exception:  # noqa: BLE001
                     pass
             self.boards.clear()
-            self.finished = time.time()
-            self.wall_s = time.perf_counter() - t0
-            with self.cond:
-                self._save()
-                if self.journal:
-                    self.journal.append({"type": "end", "finished": self.finished, "wall_s": self.wall_s})
-                    self.journal.close()
-            if self.out_dir:
-                from ..report.farm_page import render_html
-                (self.out_dir / "farm.html").write_text(render_html(self.report()))
+            self._finish(t0)
         return self.report()
+
+    def _finish(self, t0: float) -> None:
+        """End of a run (also a failed one): the last save, the journal's end line, the page."""
+        self.finished = time.time()
+        self.wall_s = time.perf_counter() - t0
+        with self.cond:
+            self._save()
+            if self.journal:
+                self.journal.append({"type": "end", "finished": self.finished, "wall_s": self.wall_s})
+                self.journal.close()
+        if self.out_dir:
+            from ..report.farm_page import render_html
+            (self.out_dir / "farm.html").write_text(render_html(self.report()))
 
     # ------------------------------------------------------------------ reporting
 

@@ -297,14 +297,5 @@ class RayFarm(Farm):
         finally:
             for ref in list(self.inflight):
                 self.ray.cancel(ref, force=True)
-            self.finished = time.time()
-            self.wall_s = time.perf_counter() - t0
-            with self.cond:
-                self._save()
-                if self.journal:
-                    self.journal.append({"type": "end", "finished": self.finished, "wall_s": self.wall_s})
-                    self.journal.close()
-            if self.out_dir:
-                from ..report.farm_page import render_html
-                (self.out_dir / "farm.html").write_text(render_html(self.report()))
+            self._finish(t0)
         return self.report()

@@ -64,7 +64,6 @@ def _batches(data, config, rng):
 @register(Distill)
 def distill_(program, config: Distill, ctx, filter_fn):
     import torch
-    import torch.nn.functional as F
 
     from ..graph.io import head_logits
     from ..graph.torch_exec import ProgramModule
@@ -93,16 +92,9 @@ def distill_(program, config: Distill, ctx, filter_fn):
     while not done:
         for inputs, label in _batches(data, config, rng):
             xs = [torch.as_tensor(inputs[k]) for k in names]
-            with torch.no_grad():
-                t_out = program.call(teacher, dict(zip(names, xs))) if program.call is not None \
-                    else teacher(**dict(zip(names, xs)))
-                soft = torch.sigmoid(head_logits(t_out, program.outputs, program.metric_output).reshape(-1)
-                                     / config.temperature)
             out = head_logits(student(*xs), program.outputs, program.metric_output).reshape(-1)
-            y = torch.as_tensor(label)
-            loss = config.alpha * F.binary_cross_entropy_with_logits(out, y) + \
-                (1 - config.alpha) * config.temperature ** 2 * \
-                F.binary_cross_entropy_with_logits(out / config.temperature, soft)
+            loss = distill_loss(out, label, teacher, program, xs, label_weight=config.alpha,
+                                temperature=config.temperature)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -119,6 +111,26 @@ def distill_(program, config: Distill, ctx, filter_fn):
                         "seconds": round(time.perf_counter() - t0, 2),
                         "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None})
     return program
+
+
+def distill_loss(out, label, teacher, program, xs, *, label_weight: float, temperature: float):
+    """``label_weight`` x BCE against the labels + the rest x T^2 x BCE of ``out / T`` against the
+    teacher's probabilities at temperature T (Hinton et al.); the teacher runs only when weighted.
+    ``out``: the student's logits [B]; ``xs``: the batch's input tensors in ``program.input_names`` order."""
+    import torch
+    import torch.nn.functional as F
+
+    from ..graph.io import head_logits
+    loss = label_weight * F.binary_cross_entropy_with_logits(out, torch.as_tensor(label))
+    if label_weight < 1:
+        feeds = dict(zip(program.input_names, xs))
+        with torch.no_grad():
+            t_out = program.call(teacher, feeds) if program.call is not None else teacher(**feeds)
+            soft = torch.sigmoid(head_logits(t_out, program.outputs, program.metric_output).reshape(-1)
+                                 / temperature)
+        loss = loss + (1 - label_weight) * temperature ** 2 * \
+            F.binary_cross_entropy_with_logits(out / temperature, soft)
+    return loss
 
 
 def _restore_padding(student, padding) -> None:

@@ -175,10 +175,9 @@ def pq_module(program, names, trainable: bool = False, train_dense: bool = False
 def finetune(program, names, config: ProductQuant, ctx, reserved: dict) -> dict:
     """Train the codebook entries of ``names`` (in place in the program's pq params)."""
     import torch
-    import torch.nn.functional as F
 
     from ..graph.io import head_logits
-    from .distill import _batches
+    from .distill import _batches, distill_loss
     if ctx.train_data is None:
         raise CompileError("product_quant with finetune_epochs > 0 needs training rows: "
                            "compile(..., train_data=...) (it never trains on held-out rows)")
@@ -193,6 +192,7 @@ def finetune(program, names, config: ProductQuant, ctx, reserved: dict) -> dict:
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     data, names_in = ctx.train_data, program.input_names
+    teacher = ctx.teacher.eval() if ctx.teacher is not None and program.call is None else ctx.teacher
     student = pq_module(program, names, trainable=True, train_dense=config.train_dense).train()
     opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=config.lr)
     t0, steps, seen, losses, done = time.perf_counter(), 0, 0, [], False
@@ -200,15 +200,8 @@ def finetune(program, names, config: ProductQuant, ctx, reserved: dict) -> dict:
         for inputs, label in _batches(data, config, rng):
             xs = [torch.as_tensor(inputs[k]) for k in names_in]
             out = head_logits(student(*xs), program.outputs, program.metric_output).reshape(-1)
-            loss = (1 - config.distill_weight) * F.binary_cross_entropy_with_logits(out, torch.as_tensor(label))
-            if config.distill_weight > 0:
-                with torch.no_grad():
-                    t_out = program.call(ctx.teacher, dict(zip(names_in, xs))) if program.call is not None \
-                        else ctx.teacher.eval()(**dict(zip(names_in, xs)))
-                    soft = torch.sigmoid(head_logits(t_out, program.outputs, program.metric_output).reshape(-1)
-                                         / config.temperature)
-                loss = loss + config.distill_weight * config.temperature ** 2 * \
-                    F.binary_cross_entropy_with_logits(out / config.temperature, soft)
+            loss = distill_loss(out, label, teacher, program, xs, label_weight=1 - config.distill_weight,
+                                temperature=config.temperature)
             opt.zero_grad()
             loss.backward()
             opt.step()

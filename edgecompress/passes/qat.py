@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import CompileError
 from ..graph.program import refs
 from .base import ExportStep, ExportView, PassConfig, apply_pass, export_hook, register
-from .distill import _batches, _restore_padding
+from .distill import _batches, _restore_padding, distill_loss
 from .quantize_embeddings import EmbeddingRowwiseQuant
 from .quantize_linear import LinearInt8Weights
 
@@ -148,7 +148,6 @@ def fake_quant_module(program, config: QAT, trainable: bool = False):
 def train_fake_quant(program, config: QAT, ctx) -> dict:
     """Fine-tune the fp32 weights of ``program`` through the fake-quantized forward (in place)."""
     import torch
-    import torch.nn.functional as F
 
     from ..graph.io import head_logits
     if ctx.train_data is None:
@@ -166,21 +165,15 @@ def train_fake_quant(program, config: QAT, ctx) -> dict:
         key = name.replace(".", "__")
         if key in student.tables:
             padding[key] = (list(rows), student.tables[key].weight.detach()[list(rows)].clone())
+    teacher = ctx.teacher.eval() if ctx.teacher is not None and program.call is None else ctx.teacher
     names, t0, steps, seen, losses = program.input_names, time.perf_counter(), 0, 0, []
     total, done = config.epochs * len(data), False
     while not done:
         for inputs, label in _batches(data, config, rng):
             xs = [torch.as_tensor(inputs[k]) for k in names]
             out = head_logits(student(*xs), program.outputs, program.metric_output).reshape(-1)
-            loss = (1 - config.distill_weight) * F.binary_cross_entropy_with_logits(out, torch.as_tensor(label))
-            if config.distill_weight > 0:
-                with torch.no_grad():
-                    t_out = program.call(ctx.teacher, dict(zip(names, xs))) if program.call is not None \
-                        else ctx.teacher.eval()(**dict(zip(names, xs)))
-                    soft = torch.sigmoid(head_logits(t_out, program.outputs, program.metric_output).reshape(-1)
-                                         / config.temperature)
-                loss = loss + config.distill_weight * config.temperature ** 2 * \
-                    F.binary_cross_entropy_with_logits(out / config.temperature, soft)
+            loss = distill_loss(out, label, teacher, program, xs, label_weight=1 - config.distill_weight,
+                                temperature=config.temperature)
             opt.zero_grad()
             loss.backward()
             opt.step()
