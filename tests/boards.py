@@ -440,8 +440,17 @@ LogLevel INFO
     def link(self, up: bool) -> None:
         assert self.netns, "link faults need a namespace board"
         _sh("ip", "-n", self.netns, "link", "set", self.veth_board, "up" if up else "down")
-        if not up:
+        if up:
+            self._link_is_back()
+        else:
             self._faults.append(("link",))
+
+    def _link_is_back(self) -> None:
+        # While the link was down the host's ARP entry for the board went FAILED; until it ages out the next
+        # connect gets "No route to host". Forget it and wait until sshd answers again.
+        if getattr(self, "veth_host", None):        # boards behind another namespace are not seen from here
+            _sh("ip", "neigh", "flush", "dev", self.veth_host, check=False)
+            _wait_port(self.host, self.port, None)
 
     def loss(self, percent: int) -> None:
         assert self.netns
@@ -464,6 +473,7 @@ LogLevel INFO
         for f in self._faults[::-1]:
             if f[0] == "link" and self.netns:
                 _sh("ip", "-n", self.netns, "link", "set", self.veth_board, "up", check=False)
+                self._link_is_back()
             elif f[0] == "nft" and self.netns:
                 _sh("ip", "netns", "exec", self.netns, "nft", "delete", "table", "inet", "chaos", check=False)
             elif f[0] == "tc" and self.netns:
