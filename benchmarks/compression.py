@@ -2,8 +2,8 @@
 for DLRM (AUC) and two-tower (recall@10), plus compile time of a 1M-row DLRM.
 
 Rows per model: fp32, int8 rows (+ int8 Linear), int4 rows (clip search), fp16 tables and
-Linear weights, the planner at 1/4 and 1/16 of the fp32 bundle; for DLRM also int2 rows (clip
-search) and quantization-aware training (passes/qat.py: int4, int2 and 1-bit sign rows, each +
+Linear weights, the planner at 1/4 and 1/16 of the fp32 bundle; with training (the default; DLRM
+and two-tower, whose rows report Δrecall@10) also int2 rows (clip search) and quantization-aware training (passes/qat.py: int4, int2 and 1-bit sign rows, each +
 int8 Linear, fine-tuned from the trained model on train rows; epochs chosen on validation rows,
 ``QAT_GRID``; ``qat_train_s`` the pass's own time) and product quantization (passes/product_quant.py:
 ``PQ_SHAPES`` x ``PQ_FINETUNE`` chosen on validation rows, + int8 Linear; ``--pq-only``: fp32, int8
@@ -187,7 +187,7 @@ def run_model(name, kind, tr, va, te, old_rows, tmp, epochs, lr, training=True, 
     add("fp32", fp32, s, l0)
     res, s, l0 = timed(output=tmp / f"{name}-{kind}-int8.ecb", plan=[EmbeddingRowwiseQuant(bits=8), LinearInt8Weights()])
     add("int8 rows + int8 Linear", res, s, l0)
-    if kind == "dlrm" and (training or pq_only):
+    if training or pq_only:
         for label, r in pq_rows(model, name, kind, tr, va, te, tmp, timed, training).items():
             add_qat(label, *r)
     if pq_only:
@@ -201,7 +201,7 @@ def run_model(name, kind, tr, va, te, old_rows, tmp, epochs, lr, training=True, 
         add("int2 rows (clip search) + int8 Linear", res, s, l0)
     res, s, l0 = timed(output=tmp / f"{name}-{kind}-fp16.ecb", plan=[Fp16Weights()])
     add("fp16 tables + fp16 Linear", res, s, l0)
-    if kind == "dlrm" and training:
+    if training:
         for label, r in qat_rows(model, name, kind, tr, va, te, tmp, timed).items():
             add_qat(label, *r)
     for frac in (4, 16) if planner else ():
@@ -245,15 +245,19 @@ QAT_GRID = ({"epochs": 1.0, "lr": 1e-4}, {"epochs": 1.0, "lr": 1e-3})
 QAT_BITS = ((4, True), (2, True), (1, True))
 
 
-def _bundle_auc(path, data) -> float:
+def _bundle_metric(path, data) -> float:
+    """The bundle's AUC (CTR rows) or recall@10 (retrieval users) on ``data``: how settings are chosen."""
     import edgecompress_runtime as ecr
     m = ecr.load(path, backend="numpy")
-    return evaluate_ctr(lambda f: np.asarray(m.predict(f), dtype=np.float32).reshape(-1), data)["auc"]
+    fn = lambda f: np.asarray(m.predict(f), dtype=np.float32).reshape(-1)   # noqa: E731
+    if hasattr(data, "test_user"):
+        return evaluate_retrieval(fn, data)["recall@10"]
+    return evaluate_ctr(fn, data)["auc"]
 
 
 def qat_rows(model, name, kind, tr, va, te, tmp, timed) -> dict:
     """Quantization-aware training from the trained model (distillation + labels on train rows): per
-    bit width, the QAT_GRID setting with the best validation AUC; its test AUC is reported. The
+    bit width, the QAT_GRID setting with the best validation AUC (recall@10 for two-tower); its test AUC is reported. The
     training time is the QAT pass's own (from a separate run of the pass: compile adds export time)."""
     from edgecompress.graph import lower
     from edgecompress.graph.io import CallConvention
@@ -264,7 +268,7 @@ def qat_rows(model, name, kind, tr, va, te, tmp, timed) -> dict:
         for grid in QAT_GRID:
             cfg = QAT(bits=bits, linear_int8=lin, **grid)
             res, s, l0 = timed(output=tmp / f"{name}-{kind}-qat{bits}-{grid['epochs']:g}-{grid['lr']:g}.ecb", plan=[cfg])
-            v = _bundle_auc(res.path, va)
+            v = _bundle_metric(res.path, va)
             if best is None or v > best[0]:
                 best = (v, cfg, res, s, l0)
         v, cfg, res, s, l0 = best
@@ -289,7 +293,7 @@ PQ_FINETUNE = ({"finetune_epochs": 0.0}, {"finetune_epochs": 1.0, "lr": 1e-3}, {
 
 
 def pq_rows(model, name, kind, tr, va, te, tmp, timed, training=True) -> dict:
-    """Per PQ shape, the PQ_FINETUNE setting with the best validation AUC (k-means only when
+    """Per PQ shape, the PQ_FINETUNE setting with the best validation AUC / recall@10 (k-means only when
     ``training`` is off); its test AUC is reported. ``qat_train_s``: the pass's own time (k-means
     + fine-tuning, from a separate run of the chosen setting: compile adds export time)."""
     from edgecompress.graph import lower
@@ -302,7 +306,7 @@ def pq_rows(model, name, kind, tr, va, te, tmp, timed, training=True) -> dict:
             cfg = ProductQuant(sub_vectors=m, bits=bits, entries=k, **grid)
             res, s, l0 = timed(output=tmp / f"{name}-{kind}-pq{m}x{bits}x{k}-{grid['finetune_epochs']:g}.ecb",
                                plan=[cfg, LinearInt8Weights()])
-            v = _bundle_auc(res.path, va)
+            v = _bundle_metric(res.path, va)
             if best is None or v > best[0]:
                 best = (v, cfg, res, s, l0)
         v, cfg, res, s, l0 = best
@@ -397,7 +401,7 @@ def main(argv=None):
     ap.add_argument("--datasets", default="synthetic,movielens-100k", help="comma-separated: synthetic, movielens-100k")
     ap.add_argument("--no-planner", action="store_true", help="skip the planner rows (1/4, 1/16 of fp32)")
     ap.add_argument("--no-training", action="store_true", help="skip the QAT rows and PQ fine-tuning")
-    ap.add_argument("--pq-only", action="store_true", help="DLRM: only fp32, int8 and the product-quantization rows")
+    ap.add_argument("--pq-only", action="store_true", help="only fp32, int8 and the product-quantization rows")
     args = ap.parse_args(argv)
     old = _old_figures(OUT)
     n = 60_000 if args.quick else 200_000

@@ -2,6 +2,7 @@
 
 Sizes: ``"8MB"`` = 8 * 10^6 bytes, ``"8MiB"`` = 8 * 2^20 bytes (KB/KiB, GB/GiB, TB/TiB alike),
 a bare number is bytes. Latencies: ``"2ms@64"`` = 2 ms per batch of 64 (units ns, us, ms, s).
+Durations (training budgets): ``"10m"``, ``"90s"``, ``"1.5h"``; a bare number is seconds.
 """
 from __future__ import annotations
 
@@ -99,3 +100,32 @@ def parse_latency(text: str) -> tuple[float, int]:
     if batch <= 0:
         raise TargetError(f"invalid latency {text!r}: the batch size must be >= 1")
     return float(seconds), batch
+
+
+_DURATION_UNITS = {"": Decimal(1), "s": Decimal(1), "m": Decimal(60), "min": Decimal(60), "h": Decimal(3600)}
+_DURATION_RE = re.compile(r"^\s*(?P<num>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(?P<unit>[a-zA-Z]*)\s*$")
+_DURATION_HELP = "expected a positive duration like '10m', '90s', '1.5h' or a number of seconds"
+
+
+def parse_duration(text) -> float:
+    """``"10m"`` -> 600.0, ``"90s"`` -> 90.0, ``"1.5h"`` -> 5400.0, ``45`` or ``"45"`` -> 45.0 (seconds).
+
+    Units: s, m / min (minutes), h. Raises TargetError for anything that is not a positive duration."""
+    if isinstance(text, bool) or not isinstance(text, (int, float, str)):
+        raise TargetError(f"invalid duration {text!r}: {_DURATION_HELP}")
+    if isinstance(text, (int, float)):
+        if not text > 0 or text == float("inf"):
+            raise TargetError(f"invalid duration {text!r}: must be positive and finite")
+        return float(text)
+    m = _DURATION_RE.match(text)
+    if not m:
+        if text.strip().startswith("-"):
+            raise TargetError(f"invalid duration {text!r}: must be positive")
+        raise TargetError(f"invalid duration {text!r}: {_DURATION_HELP}")
+    unit = m["unit"].lower()
+    if unit not in _DURATION_UNITS:
+        raise TargetError(f"invalid duration {text!r}: unknown unit {m['unit']!r} (use s, m or h)")
+    seconds = Decimal(m["num"]) * _DURATION_UNITS[unit]
+    if seconds <= 0:
+        raise TargetError(f"invalid duration {text!r}: must be positive")
+    return float(seconds)

@@ -1,6 +1,7 @@
 """Quantization-aware training: the converted bundle computes what the fake-quantized torch
-model computed (every backend), padding rows stay exact, QAT beats post-training quantization
-at 4 and 2 bits on held-out rows, and a plan replayed from the manifest gives the same bytes."""
+model computed (every backend; learned per-row ranges and learned static int8 activations
+included), padding rows stay exact, QAT beats post-training quantization at 4 and 2 bits on
+held-out rows, and a plan replayed from the manifest gives the same bytes."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,12 +12,13 @@ import edgecompress as ec
 import edgecompress_runtime as ecr
 from edgecompress.data import synthetic_ctr
 from edgecompress.graph import lower
+from edgecompress.export.recipe import recipe
 from edgecompress.graph.io import head_logits
 from edgecompress.metrics import evaluate_ctr
 from edgecompress.models.zoo import model_for_data
 from edgecompress.passes import (EmbeddingRowwiseQuant, LinearInt8Weights, PassContext, apply_pass, apply_plan,
                                  plan_from_json)
-from edgecompress.passes.qat import QAT, fake_quant_module, train_fake_quant
+from edgecompress.passes.qat import QAT, fake_quant_module, initial_ranges, train_fake_quant
 
 INPUTS = ("dense", "sparse")
 
@@ -30,18 +32,20 @@ def _fake_quant_logits(model, train_ds, config, batch):
     prog = _program(model, train_ds)
     record = train_fake_quant(prog, config, PassContext(teacher=model, train_data=train_ds))
     with torch.no_grad():
-        out = fake_quant_module(prog, config).eval()(*[torch.as_tensor(batch[k]) for k in INPUTS])
+        out = fake_quant_module(prog, config, ranges=record["ranges"]).eval()(*[torch.as_tensor(batch[k])
+                                                                                 for k in INPUTS])
     return out.numpy().reshape(-1), record
 
 
 @pytest.mark.parametrize("bits,linear_int8,formats", [(2, False, ("executorch", "litert")), (1, True, ("litert",))])
 def test_converted_bundle_matches_the_fake_quantized_model_in_every_backend(bits, linear_int8, formats, tmp_path,
                                                                              trained_dlrm, ctr_data):
-    """2-bit rows through numpy, LiteRT and ExecuTorch; 1-bit sign rows + int8 Linear through numpy and
-    LiteRT (the .pte runs int8 Linear layers with dynamic int8 activations, an approximation its recipe
-    names, and stores 1-bit rows as fp32: both covered by test_export_artifacts' forms)."""
+    """Learned ranges: 2-bit rows (learned [lo, hi] per row) through numpy, LiteRT and ExecuTorch; 1-bit
+    sign rows (learned s per row) + int8 Linear through numpy and LiteRT (the .pte runs int8 Linear layers
+    with dynamic int8 activations, an approximation its recipe names, and stores 1-bit rows as fp32: both
+    covered by test_export_artifacts' forms). The plain min/max rows are EmbeddingRowwiseQuant's form."""
     train_ds, test_ds = ctr_data
-    config = QAT(bits=bits, max_steps=6, linear_int8=linear_int8)
+    config = QAT(bits=bits, max_steps=6, linear_int8=linear_int8, learn_ranges=True, lr=1e-2)
     res = ec.compile(trained_dlrm, target="local", data=test_ds, train_data=train_ds, output=tmp_path / "q.ecb",
                      plan=[config], formats=list(formats), seed=0, progress=False)
     assert res.plan == [config]
@@ -52,6 +56,9 @@ def test_converted_bundle_matches_the_fake_quantized_model_in_every_backend(bits
     params = m.manifest["params"]
     assert {(params[t]["kind"], params[t]["bits"]) for t in record["tables"]} == {("rowwise", bits)}
     assert {params[w]["kind"] for w in record["linears"]} == ({"channel_int8"} if linear_int8 else set())
+    # the ranges were trained: they moved from where they started (clip search / mean |w|)
+    start = initial_ranges(_program(trained_dlrm, train_ds), config, train_ds)["tables"]
+    assert max(np.abs(record["ranges"]["tables"][t][0] - start[t][0]).max() for t in start) > 1e-4
     for backend in ("numpy",) + formats:
         got = ecr.load(res.path, backend=backend).predict(batch).reshape(-1)
         np.testing.assert_allclose(got, want, atol=2e-5, err_msg=backend)
@@ -81,6 +88,54 @@ def test_padding_rows_stay_exact(bits):
         assert not np.array_equal(p.to_runtime(table).dense(), prog.params[table].arrays["data"])
 
 
+def _tiny_model():
+    data = synthetic_ctr(n=2000, vocab_sizes=(300, 200), dense_dim=3, multi_hot=3, seed=1)
+    torch.manual_seed(0)
+    return data, model_for_data("dlrm", data, embedding_dim=8, bottom_mlp=(8,), top_mlp=(8,)).eval()
+
+
+def test_learned_int8_activations_convert_to_static_int8_linear(tmp_path):
+    """QAT with static int8 Linear activations (scales learned) + learned 4-bit ranges: the bundle holds
+    LinearInt8Static's form with the learned scales; numpy and LiteRT (fp32 ROUND of the inputs with the
+    plan's scales, int8 weights) compute what the fake-quantized torch model computed; ExecuTorch's XNNPACK
+    static int8 recalibrates its scales: an approximation its recipe names (test_export_artifacts runs a
+    static .pte; not exported here to keep this test short)."""
+    data, model = _tiny_model()
+    train_ds, test_ds = data.split((0.7, 0.3), seed=0)
+    config = QAT(bits=4, max_steps=8, batch_size=128, lr=1e-2, learn_ranges=True, act_int8=True)
+    res = ec.compile(model, target="local", data=test_ds, train_data=train_ds, output=tmp_path / "a.ecb",
+                     plan=[config], formats=["litert"], seed=0, progress=False)
+    batch = {k: np.asarray(test_ds.inputs[k][:300]) for k in INPUTS}
+    prog = _program(model, train_ds)
+    record = train_fake_quant(prog, config, PassContext(teacher=model, train_data=train_ds))
+    with torch.no_grad():
+        want = fake_quant_module(prog, config, ranges=record["ranges"]).eval()(
+            *[torch.as_tensor(batch[k]) for k in INPUTS]).numpy().reshape(-1)
+    m = ecr.load(res.path, backend="numpy")
+    acts = record["ranges"]["acts"]
+    assert set(acts) == set(record["linears"]) and len(acts) >= 3
+    for name, scale in acts.items():
+        assert m.manifest["params"][name]["act"] == "static"
+        assert m.bundle.array(m.manifest["params"][name]["members"]["act_scale"])[0] == scale
+    start = initial_ranges(_program(model, train_ds), config, train_ds)["acts"]
+    assert max(abs(float(acts[n]) / float(start[n]) - 1) for n in acts) > 1e-3     # the scales were trained
+    for backend in ("numpy", "litert"):
+        got = ecr.load(res.path, backend=backend).predict(batch).reshape(-1)
+        np.testing.assert_allclose(got, want, atol=2e-5, err_msg=backend)
+    arts = m.manifest["artifacts"]
+    assert arts["litert"]["approximations"] == [] and "static int8" in arts["litert"]["precision"]
+    converted = apply_pass(_program(model, train_ds), config, ctx=PassContext(teacher=model, train_data=train_ds))
+    assert converted.linear_activation_mode() == "static"
+    steps, approx = recipe(converted, [config], "executorch")
+    assert len(approx) == 1 and approx[0].startswith("qat: XNNPACK recalibrates the static activation scales")
+    # the int8 activations are not fp32 ones: the comparison above can fail
+    fp32_acts = QAT(bits=4, max_steps=8, batch_size=128, lr=1e-2, learn_ranges=True)
+    with torch.no_grad():
+        other = fake_quant_module(prog, fp32_acts, ranges={**record["ranges"], "acts": {}}).eval()(
+            *[torch.as_tensor(batch[k]) for k in INPUTS]).numpy().reshape(-1)
+    assert np.abs(other - want).max() > 1e-4
+
+
 def test_qat_beats_post_training_quantization_on_held_out_rows(trained_dlrm, ctr_data):
     """Measured (test split, 6,000 rows; QAT 1 epoch, lr 1e-3, int8 Linear in both): int4 PTQ with
     clip search -0.00015 AUC vs QAT +0.00005; int2 PTQ -0.0021 vs QAT -0.0010."""
@@ -100,15 +155,17 @@ def test_qat_beats_post_training_quantization_on_held_out_rows(trained_dlrm, ctr
 
 def test_replaying_the_manifest_plan_gives_the_same_bytes(tmp_path, trained_dlrm, ctr_data):
     train_ds, test_ds = ctr_data
+    config = QAT(bits=4, max_steps=4, seed=7, learn_ranges=True, act_int8=True)
     first = ec.compile(trained_dlrm, target="local", data=test_ds, train_data=train_ds, output=tmp_path / "a.ecb",
-                       plan=[QAT(bits=4, max_steps=4, seed=7)], formats=["numpy"], seed=0, progress=False)
+                       plan=[config], formats=["numpy"], seed=0, progress=False)
     plan = plan_from_json(ecr.load(first.path, backend="numpy").manifest["plan"])
-    assert plan == [QAT(bits=4, max_steps=4, seed=7)]
+    assert plan == [config]
     ec.compile(trained_dlrm, target="local", data=test_ds, train_data=train_ds, output=tmp_path / "b.ecb",
                plan=plan, formats=["numpy"], seed=0, progress=False)
     assert (tmp_path / "a.ecb").read_bytes() == (tmp_path / "b.ecb").read_bytes()
     ec.compile(trained_dlrm, target="local", data=test_ds, train_data=train_ds, output=tmp_path / "c.ecb",
-               plan=[QAT(bits=4, max_steps=4, seed=8)], formats=["numpy"], seed=0, progress=False)
+               plan=[QAT(bits=4, max_steps=4, seed=8, learn_ranges=True, act_int8=True)], formats=["numpy"], seed=0,
+               progress=False)
     assert (tmp_path / "c.ecb").read_bytes() != (tmp_path / "a.ecb").read_bytes()      # the seed matters
 
 
@@ -121,6 +178,8 @@ def test_qat_needs_training_rows_and_checks_its_settings(trained_dlrm, ctr_data)
         apply_pass(prog, QAT(), ctx=PassContext(train_data=train_ds))
     with pytest.raises(ec.CompileError, match="qat: bits must be 8, 4, 2 or 1, got 3"):
         QAT(bits=3)
+    with pytest.raises(ec.CompileError, match="act_int8"):
+        QAT(act_int8=True, linear_int8=False)
     quantized = apply_pass(prog.copy(), EmbeddingRowwiseQuant(bits=8))
     with pytest.raises(ec.CompileError, match="put qat before other quantization passes"):
         apply_pass(quantized, QAT(), ctx=PassContext(teacher=trained_dlrm, train_data=train_ds))

@@ -1,6 +1,7 @@
 """The verbs that make bundles on this machine: ``demo``, ``targets``, ``compile``, ``package``."""
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import sys
@@ -63,7 +64,8 @@ def _add_compile(sub) -> None:
   edgecompress compile --model dlrm --data synthetic -o dlrm.ecb --target raspberry-pi-4
   edgecompress compile --model mymodels:make --weights w.pt --data eval.npz -o m.ecb --memory-budget 4MB
   edgecompress compile --model dlrm --data synthetic -o dlrm.ecb --int8 --formats numpy,litert --report rep
-  edgecompress compile --model dlrm --data synthetic -o again.ecb --plan rep/report.json   # replay a plan""")
+  edgecompress compile --model dlrm --data synthetic -o again.ecb --plan rep/report.json   # replay a plan
+  edgecompress compile --model dlrm --weights w.pt --data test.npz --train-data train.npz -o tiny.ecb --memory-budget 60KB --train-budget 10m   # may train up to 10 min""")
     p.add_argument("--model", required=True, help="MODULE:FACTORY returning an nn.Module, or a zoo name")
     p.add_argument("--weights", help="state_dict file (loaded with torch.load(weights_only=True))")
     p.add_argument("--target", default="raspberry-pi-4", help="device profile (default raspberry-pi-4)")
@@ -76,6 +78,10 @@ def _add_compile(sub) -> None:
                    help="bundle size budget with a unit, e.g. 8MB, 512KiB or 335154B (default: the target's)")
     p.add_argument("--latency-budget", type=latency,
                    help="latency budget per batch, e.g. 2ms@64 (default: the target's)")
+    p.add_argument("--train-budget", type=_duration, metavar="TIME",
+                   help="time the planner may spend on training-aware moves (quantization-aware training, product "
+                        "quantization) when no post-training plan meets the budgets within tolerance of fp32, e.g. "
+                        "10m, 90s or 1.5h; needs training rows (--train-data). Default: post-training moves only")
     p.add_argument("--metric", choices=["auc", "logloss", "recall@10", "ndcg@10"],
                    help="what the planner maximises (default: auc for CTR, recall@10 for retrieval)")
     p.add_argument("--valid-data", help="rows plans are chosen on (default: half of --data when searching)")
@@ -161,7 +167,7 @@ def compile_cmd(args) -> int:
                       memory_budget=args.memory_budget, latency_budget=args.latency_budget, metric=args.metric,
                       metric_output=args.metric_output, input_spec=_read_input_spec(args.input_spec),
                       train_data=train, **roles, seed=args.seed, report=args.report, progress=not args.quiet,
-                      latency_table=args.latency_table, towers=args.towers)
+                      latency_table=args.latency_table, towers=args.towers, train_budget=args.train_budget)
     for w in getattr(res, "warnings", []):
         print(f"edgecompress: warning: {w}", file=sys.stderr)
     if args.sign:
@@ -230,6 +236,16 @@ def _plan_from_args(args):
     except (OSError, ValueError) as e:
         raise EdgecompressError(f"cannot read --plan {args.plan}: {e}") from None
     return plan_from_json(items["plan"] if isinstance(items, dict) else items)
+
+
+def _duration(text: str) -> str:
+    """argparse type for --train-budget: "10m", "90s", "1.5h" (the user's string is kept)."""
+    from ..units import parse_duration
+    try:
+        parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def _read_input_spec(path):

@@ -30,7 +30,7 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
             latency_budget=None, metric=None, metric_output=None, input_spec=None, train_data=None,
             valid_data=None, test_data=None, seed: int | None = None, oov_rows=None, report=None,
             tolerance: float = 5e-4, formats=None, progress: bool = True, latency_table=None,
-            towers=None) -> CompileResult:
+            towers=None, train_budget=None) -> CompileResult:
     """Compile ``model`` for ``target`` (a profile name, path or Target).
 
     ``data``: held-out data (a Dataset, RetrievalData for retrieval models, or a .npz path / name as ``--data``)
@@ -59,6 +59,10 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
     user_embedding()/item_embedding(), e.g. the zoo's TwoTower), (user method, item method) or a Towers;
     the bundle holds the user tower and the item-embedding matrix, and ``topk(user_inputs, k)`` ranks
     every item with one call. None = the model as a pairwise scorer.
+    ``train_budget``: seconds (or "10m", "90s", "1.5h") the planner may spend on training-aware moves
+    (quantization-aware training, product quantization: plan/training_moves.py) when no post-training
+    plan meets the budgets within ``tolerance`` of fp32; needs ``train_data``. None = post-training
+    moves only. Each trained plan is bounded by steps, so replaying the manifest's plan gives the same bytes.
     Nothing is written at ``output`` unless every check passes."""
     retrieval = None
     if towers is not None:       # the model becomes user tower + item matrix; the data its user-side rows
@@ -69,7 +73,7 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
                    latency_budget=latency_budget, metric=metric, metric_output=metric_output,
                    input_spec=input_spec, train_data=train_data, valid_data=valid_data, test_data=test_data,
                    seed=seed, oov_rows=oov_rows, report=report, tolerance=tolerance, formats=formats,
-                   progress=progress, latency_table=latency_table, retrieval=retrieval)
+                   progress=progress, latency_table=latency_table, retrieval=retrieval, train_budget=train_budget)
     steps = _Progress(progress, 6)
     steps.say("lowering with torch.export")
     src = lower_and_measure(req, steps)
@@ -82,6 +86,9 @@ def compile(model: torch.nn.Module, *, target, data, output, plan=None, memory_b
     ref_rows = REFERENCE_ROWS if retrieval is None else max(2, min(REFERENCE_ROWS, 16384 // retrieval.num_items))
     ref_inputs = {k: np.asarray(req.ds.inputs[k][:ref_rows]) for k in names}
     chosen = choose(req, src, steps, latency_model, app_formats, explicit_formats, ref_inputs)
+    training = getattr(chosen.search, "training", None)
+    if training is not None:         # what training-aware moves did and why they stopped, in the warnings
+        req.notes.append(training.describe())
     steps.say("measuring the bundle through the runtime")
     measured = measure(req, src, chosen, ref_inputs, latency_model, profile, app_formats)
     final = with_artifacts(req, src, chosen, measured, ref_inputs)

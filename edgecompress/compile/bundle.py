@@ -54,7 +54,7 @@ def choose(req: CompileRequest, src: Source, steps, latency_model, app_formats, 
     planner = Planner(src.program, metric=req.metric, evaluate_fn=req.evaluate_fast,
                       size_fn=_size_fn(req, src, latency_model, app_formats, ref_inputs), latency=latency_model,
                       latency_batch=req.latency_batch, memory_budget=req.memory, latency_budget=req.latency,
-                      tolerance=req.tolerance, progress=req.progress, context=src.ctx,
+                      tolerance=req.tolerance, progress=req.progress, context=src.ctx, train_budget=req.train_budget,
                       format_sizes=FormatSizes(app_formats) if app_formats else None)
     search, exported = search_within_budgets(planner, target=req.target, reference_inputs=ref_inputs,
                                              memory_budget=req.memory, may_drop=not explicit_formats,

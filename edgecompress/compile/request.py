@@ -12,6 +12,7 @@ import torch
 from ..data.roles import overlap, rows_of, split_roles
 from ..errors import DataError
 from ..targets import Target, load_target, parse_latency, parse_size
+from ..units import parse_duration
 
 SEARCH_ROWS = 20_000          # CTR rows used to score candidate plans
 SEARCH_USERS = 300            # retrieval test users used to score candidate plans
@@ -48,6 +49,7 @@ class CompileRequest:
     evaluate_fast: object           # predict_fn -> metrics on (a subset of) validation rows
     notes: list = field(default_factory=list)
     retrieval: object = None        # compile/towers.py Retrieval: a user tower + item matrix compile
+    train_budget: float | None = None   # seconds the planner may spend on training-aware moves (None: none)
 
     @property
     def explicit(self) -> bool:
@@ -60,7 +62,7 @@ class CompileRequest:
 
 def build_request(model, *, target, data, output, plan, memory_budget, latency_budget, metric, metric_output,
                   input_spec, train_data, valid_data, test_data, seed, oov_rows, report, tolerance, formats,
-                  progress, latency_table, retrieval=None) -> CompileRequest:
+                  progress, latency_table, retrieval=None, train_budget=None) -> CompileRequest:
     """compile()'s keyword arguments resolved (see compile's docstring for each)."""
     from ..data import load as load_data
     from ..metrics import higher_is_better
@@ -89,12 +91,18 @@ def build_request(model, *, target, data, output, plan, memory_budget, latency_b
         if shared:
             notes.append(f"{shared} of {rows_of(rows)} {role} rows also appear among the train rows: figures on "
                          "them are optimistic; hold rows out before training")
+    train_s = None if train_budget is None else parse_duration(train_budget)
+    if train_s is not None and (plan is not None or train is None):
+        why = "a plan was given (nothing is searched)" if plan is not None else "no training rows (train_data=...)"
+        notes.append(f"train_budget ignored: {why}")
+        train_s = None
     return CompileRequest(
         model=model.eval(), target=tgt, output=Path(output), plan=None if plan is None else list(plan),
         memory=mem, latency=lat, latency_batch=lat_batch, metric=metric, metric_output=metric_output,
         input_spec=input_spec, seed=seed, oov_rows=oov_rows, report=report, tolerance=tolerance, formats=formats,
         progress=progress, latency_table=latency_table, data=data, ds=ds, valid=valid, test=test, train=train,
-        roles=roles, evaluate=evaluate, evaluate_fast=evaluate_fast, notes=notes, retrieval=retrieval)
+        roles=roles, evaluate=evaluate, evaluate_fast=evaluate_fast, notes=notes, retrieval=retrieval,
+        train_budget=train_s)
 
 
 def _data_roles(data, valid_data, test_data, explicit: bool, seed):

@@ -171,9 +171,10 @@ class Program:
         return [n for n in self.params if self.roles.get(n) == "embedding"]
 
     def quantized_linears(self) -> list[str]:
-        """Linear weights stored quantized (the exporters quantize these layers)."""
+        """Linear weights stored quantized (the exporters quantize these layers). fp16 and k-means
+        clustered weights are float values the app formats store as fp32 (exact), not int8."""
         return sorted(n for n, p in self.params.items()
-                      if self.roles.get(n) == "linear" and p.kind not in ("fp32", "fp16"))   # fp16: float weights
+                      if self.roles.get(n) == "linear" and p.kind not in ("fp32", "fp16", "clustered"))
 
     def linear_activation_mode(self) -> str:
         """How quantized Linear layers take activations: "weights" (fp32), "dynamic" or "static" int8."""

@@ -14,9 +14,11 @@ def input_spec(program, inputs: dict, data_vocab: dict | None = None, meta: dict
                oov_rows: dict | None = None) -> list[dict]:
     data_vocab, meta, oov_rows = data_vocab or {}, meta or {}, oov_rows or {}
     tables = {}   # (input, field|None) -> min rows
+    # a table rewritten as quotient + remainder tables (passes/qr_embedding.py) keeps its row count
+    rewritten = {p.info["qr_of"]: p.info["rows"] for p in program.params.values() if "qr_of" in p.info}
     for table, (inp, fld) in program.index_sources.items():
-        if table in program.params:
-            rows = program.params[table].shape[0]
+        if table in program.params or table in rewritten:
+            rows = program.params[table].shape[0] if table in program.params else rewritten[table]
             tables[(inp, fld)] = min(rows, tables.get((inp, fld), rows))
     specs = []
     for name in program.input_names:

@@ -68,6 +68,17 @@ class PassConfig:
         if not ok:
             self._fail(setting, f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}")
 
+    def check_training(self) -> None:
+        """The settings every training pass shares (passes/distill.py fine_tune): lr, temperature,
+        max_steps, batch_size, distill_weight, negatives, seed."""
+        for setting in ("lr", "temperature"):
+            self.check_range(setting, 0, float("inf"), lo_open=True)
+        self.check_range("max_steps", 0, float("inf"))
+        self.check_range("batch_size", 1, float("inf"))
+        self.check_range("distill_weight", 0, 1)
+        self.check_range("negatives", 0, float("inf"))
+        self.check_range("seed", 0, 2**32 - 1)
+
     def check_names(self, setting: str) -> None:
         v = getattr(self, setting)
         if v is not None and not (isinstance(v, tuple) and all(isinstance(n, str) for n in v)):

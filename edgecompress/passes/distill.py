@@ -61,11 +61,47 @@ def _batches(data, config, rng):
         yield inputs, label
 
 
+def teacher_of(ctx, program):
+    """The source model in eval mode (a model called through ``program.call`` is left as given)."""
+    return ctx.teacher.eval() if ctx.teacher is not None and program.call is None else ctx.teacher
+
+
+def fine_tune(student, opt, program, data, config, teacher, rng, *, label_weight: float, stop,
+              before_step=None, after_backward=None, after_step=None) -> dict:
+    """The one training loop of every training pass: batches of ``data`` (``_batches``), the student's
+    logits, ``distill_loss``, one optimizer step, until ``stop(steps, rows_seen)``. The hooks run at the
+    pass's own points: ``before_step(step)``, ``after_backward()`` (gradients in place),
+    ``after_step()`` (e.g. restore padding rows). Returns what program.log records."""
+    import torch
+
+    from ..graph.io import head_logits
+    names, t0, steps, seen, losses = program.input_names, time.perf_counter(), 0, 0, []
+    while True:
+        for inputs, label in _batches(data, config, rng):
+            if before_step is not None:
+                before_step(steps)
+            xs = [torch.as_tensor(inputs[k]) for k in names]
+            out = head_logits(student(*xs), program.outputs, program.metric_output).reshape(-1)
+            loss = distill_loss(out, label, teacher, program, xs, label_weight=label_weight,
+                                temperature=config.temperature)
+            opt.zero_grad()
+            loss.backward()
+            if after_backward is not None:
+                after_backward()
+            opt.step()
+            if after_step is not None:
+                after_step()
+            steps, seen = steps + 1, seen + len(label)
+            losses.append(loss.item())
+            if stop(steps, seen):
+                return {"steps": steps, "rows_seen": seen, "seconds": round(time.perf_counter() - t0, 2),
+                        "loss_first": losses[0], "loss_last": losses[-1]}
+
+
 @register(Distill)
 def distill_(program, config: Distill, ctx, filter_fn):
     import torch
 
-    from ..graph.io import head_logits
     from ..graph.torch_exec import ProgramModule
     teacher, data = ctx.teacher, ctx.train_data
     if teacher is None or data is None:
@@ -79,37 +115,19 @@ def distill_(program, config: Distill, ctx, filter_fn):
     student = ProgramModule(program, trainable=True).train()
     teacher = teacher.eval()
     opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=config.lr)
-    names = program.input_names
     padding = {}                     # padding rows stay exactly as they were (zero): Adam would move them
     for name, rows in program.padding_rows.items():
         key = name.replace(".", "__")
         if key in student.tables:
             w = student.tables[key].weight
             padding[key] = (list(rows), w.detach()[list(rows)].clone())
-    t0, steps, seen, losses = time.perf_counter(), 0, 0, []
-    total = config.epochs * len(data)
-    done = False
-    while not done:
-        for inputs, label in _batches(data, config, rng):
-            xs = [torch.as_tensor(inputs[k]) for k in names]
-            out = head_logits(student(*xs), program.outputs, program.metric_output).reshape(-1)
-            loss = distill_loss(out, label, teacher, program, xs, label_weight=config.alpha,
-                                temperature=config.temperature)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            _restore_padding(student, padding)
-            steps += 1
-            seen += len(label)
-            losses.append(loss.item())
-            if seen >= total or time.perf_counter() - t0 > config.time_budget_s:
-                done = True
-                break
+    t0, total = time.perf_counter(), config.epochs * len(data)
+    record = fine_tune(student, opt, program, data, config, teacher, rng, label_weight=config.alpha,
+                       stop=lambda steps, seen: seen >= total or time.perf_counter() - t0 > config.time_budget_s,
+                       after_step=lambda: _restore_padding(student, padding))
     student.eval()
     student.state_to_program(program)
-    program.log.append({"pass": config.NAME, "steps": steps, "rows_seen": seen,
-                        "seconds": round(time.perf_counter() - t0, 2),
-                        "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None})
+    program.log.append({"pass": config.NAME, **record})
     return program
 
 

@@ -27,7 +27,6 @@ reduced tables stay and apply around the PQ gather as for every kind."""
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import numpy as np
 
@@ -67,13 +66,7 @@ class ProductQuant(PassConfig):
         self.check_range("kmeans_iters", 1, 1000)
         self.check_range("finetune_epochs", 0, float("inf"))
         self.check_choice("train_dense", (False, True))
-        self.check_range("max_steps", 0, float("inf"))
-        for setting in ("lr", "temperature"):
-            self.check_range(setting, 0, float("inf"), lo_open=True)
-        self.check_range("batch_size", 1, float("inf"))
-        self.check_range("distill_weight", 0, 1)
-        self.check_range("negatives", 0, float("inf"))
-        self.check_range("seed", 0, 2**32 - 1)
+        self.check_training()
 
     @property
     def NEEDS_TRAIN_DATA(self) -> bool:       # k-means alone runs without training rows
@@ -176,8 +169,7 @@ def finetune(program, names, config: ProductQuant, ctx, reserved: dict) -> dict:
     """Train the codebook entries of ``names`` (in place in the program's pq params)."""
     import torch
 
-    from ..graph.io import head_logits
-    from .distill import _batches, distill_loss
+    from .distill import fine_tune, teacher_of
     if ctx.train_data is None:
         raise CompileError("product_quant with finetune_epochs > 0 needs training rows: "
                            "compile(..., train_data=...) (it never trains on held-out rows)")
@@ -191,28 +183,18 @@ def finetune(program, names, config: ProductQuant, ctx, reserved: dict) -> dict:
                            f"{program.params[bad[0]].kind}: put product_quant before Linear quantization")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    data, names_in = ctx.train_data, program.input_names
-    teacher = ctx.teacher.eval() if ctx.teacher is not None and program.call is None else ctx.teacher
+    data = ctx.train_data
     student = pq_module(program, names, trainable=True, train_dense=config.train_dense).train()
     opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=config.lr)
-    t0, steps, seen, losses, done = time.perf_counter(), 0, 0, [], False
-    while not done:
-        for inputs, label in _batches(data, config, rng):
-            xs = [torch.as_tensor(inputs[k]) for k in names_in]
-            out = head_logits(student(*xs), program.outputs, program.metric_output).reshape(-1)
-            loss = distill_loss(out, label, teacher, program, xs, label_weight=1 - config.distill_weight,
-                                temperature=config.temperature)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            with torch.no_grad():                   # the reserved zero entries stay zero
-                for key in reserved:
-                    student.books[key][:, 0] = 0.0
-            steps, seen = steps + 1, seen + len(label)
-            losses.append(loss.item())
-            if seen >= config.finetune_epochs * len(data) or (config.max_steps and steps >= config.max_steps):
-                done = True
-                break
+
+    def after_step():
+        with torch.no_grad():                   # the reserved zero entries stay zero
+            for key in reserved:
+                student.books[key][:, 0] = 0.0
+    record = fine_tune(student, opt, program, data, config, teacher_of(ctx, program), rng,
+                       label_weight=1 - config.distill_weight, after_step=after_step,
+                       stop=lambda steps, seen: seen >= config.finetune_epochs * len(data)
+                       or bool(config.max_steps and steps >= config.max_steps))
     from ..graph.torch_exec import _key
     if config.train_dense:
         student.state_to_program(program)            # Linear and other fp32 weights (PQ tables are skipped)
@@ -220,8 +202,7 @@ def finetune(program, names, config: ProductQuant, ctx, reserved: dict) -> dict:
         p = program.params[name]
         books = student.books[_key(name)].detach().numpy().astype(np.float16)
         program.params[name] = p.replace(arrays={**p.arrays, "codebooks": books})
-    return {"steps": steps, "rows_seen": seen, "seconds": round(time.perf_counter() - t0, 2),
-            "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None}
+    return record
 
 
 # --- the pass -----------------------------------------------------------------------------

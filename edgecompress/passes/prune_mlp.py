@@ -90,6 +90,22 @@ def _taylor_importance(program, groups, ctx):
     return {name: (a * a.grad).abs().mean(0).detach().numpy() for name, a in acts.items()}
 
 
+def shrink_group(program, g: Group, kept: np.ndarray) -> None:
+    """Keep hidden neurons ``kept`` (sorted) of group ``g``: producer rows (+ bias), consumer
+    columns. Shared with gradual_prune.py, so both write the same shapes."""
+    w1, w2 = program.params[g.producer], program.params[g.consumer]
+    width, keep = w1.shape[0], len(kept)
+    a1 = w1.arrays["data"][kept]
+    a2 = np.ascontiguousarray(w2.arrays["data"][:, kept])
+    program.params[g.producer] = w1.replace(arrays={"data": a1}, shape=a1.shape,
+                                            info={**w1.info, "width": [width, keep]})
+    program.params[g.consumer] = w2.replace(arrays={"data": a2}, shape=a2.shape,
+                                            info={**w2.info, "in_width": [width, keep]})
+    if g.bias:
+        b = program.params[g.bias]
+        program.params[g.bias] = b.replace(arrays={"data": b.arrays["data"][kept]}, shape=(keep,))
+
+
 @register(MLPNeuronPrune)
 def prune_mlp_(program, config: MLPNeuronPrune, ctx, filter_fn):
     groups = [g for g in find_groups(program)
@@ -109,16 +125,7 @@ def prune_mlp_(program, config: MLPNeuronPrune, ctx, filter_fn):
             score = taylor[g.producer]
         else:
             score = np.linalg.norm(w1.arrays["data"], axis=1) * np.linalg.norm(w2.arrays["data"], axis=0)
-        kept = np.sort(np.argsort(-score, kind="stable")[:keep])
-        a1 = w1.arrays["data"][kept]
-        a2 = np.ascontiguousarray(w2.arrays["data"][:, kept])
-        program.params[g.producer] = w1.replace(arrays={"data": a1}, shape=a1.shape,
-                                                info={**w1.info, "width": [width, keep]})
-        program.params[g.consumer] = w2.replace(arrays={"data": a2}, shape=a2.shape,
-                                                info={**w2.info, "in_width": [width, keep]})
-        if g.bias:
-            b = program.params[g.bias]
-            program.params[g.bias] = b.replace(arrays={"data": b.arrays["data"][kept]}, shape=(keep,))
+        shrink_group(program, g, np.sort(np.argsort(-score, kind="stable")[:keep]))
         program.log.append({"pass": config.NAME, "group": [g.producer, g.consumer], "width": [width, keep],
                             "importance": config.importance})
     return program

@@ -29,6 +29,19 @@ def remap_dtype(stored_rows: int):
     return np.int16 if stored_rows <= np.iinfo(np.int16).max else np.int32
 
 
+def keep_rows(p, kept: np.ndarray, fallback: np.ndarray, info: dict):
+    """The pruned form of table ``p`` (fp32 data [R, d]): rows ``kept`` (sorted ids) then the
+    fallback row every other id maps to, and the remap (logical row -> stored row). Shared
+    with gradual_prune.py, so both write the same shapes."""
+    w = p.arrays["data"]
+    keep = len(kept)
+    remap = np.full(w.shape[0], keep, dtype=remap_dtype(keep + 1))
+    remap[kept] = np.arange(keep, dtype=remap.dtype)
+    stored = np.concatenate([w[kept], np.asarray(fallback, np.float32)[None, :]])
+    return p.replace(arrays={**p.arrays, "data": stored, "remap": remap},
+                     info={**p.info, **info})
+
+
 @register(EmbeddingRowPrune)
 def prune_rows_(program, config: EmbeddingRowPrune, ctx, filter_fn):
     for name in program.tables():
@@ -53,15 +66,11 @@ def prune_rows_(program, config: EmbeddingRowPrune, ctx, filter_fn):
         order = np.lexsort((np.arange(rows), -counts, ~pinned))
         kept = np.sort(order[:keep])
         dropped = order[keep:]
-        remap = np.full(rows, keep, dtype=remap_dtype(keep + 1))
-        remap[kept] = np.arange(keep, dtype=remap.dtype)
         weights = counts[dropped].astype(np.float64) + 1e-3
         fallback = (w[dropped] * weights[:, None]).sum(0) / weights.sum()
-        stored = np.concatenate([w[kept], fallback[None, :].astype(np.float32)])
         covered = float(counts[kept].sum() / max(counts.sum(), 1))
-        program.params[name] = p.replace(arrays={**p.arrays, "data": stored, "remap": remap},
-                                         info={**p.info, "keep_ratio": config.keep_ratio, "kept_rows": keep,
-                                               "traffic_covered": covered})
+        program.params[name] = keep_rows(p, kept, fallback, {"keep_ratio": config.keep_ratio, "kept_rows": keep,
+                                                             "traffic_covered": covered})
         program.log.append({"pass": config.NAME, "param": name, "kept_rows": keep, "rows": rows,
                             "traffic_covered": covered, "bytes": [p.nbytes, program.params[name].nbytes]})
     return program

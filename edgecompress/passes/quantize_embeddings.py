@@ -61,10 +61,13 @@ def _clip_search(w, levels, steps=12, frac=0.02):
     return lo, hi
 
 
-def quantize_rows(w: np.ndarray, bits: int, clip_search: bool = False):
-    """fp32 [R, D] -> (packed codes, fp16 scale [R], fp16 bias [R], dequantized)."""
+def quantize_rows(w: np.ndarray, bits: int, clip_search: bool = False, lo=None, hi=None):
+    """fp32 [R, D] -> (packed codes, fp16 scale [R], fp16 bias [R], dequantized). ``lo``/``hi``
+    (float32 [R]): a given range per row (QAT's learned ranges) instead of min/max or clip search."""
     levels = (1 << bits) - 1
-    if clip_search and len(w):
+    if lo is not None:
+        lo, hi = np.asarray(lo, np.float32), np.asarray(hi, np.float32)
+    elif clip_search and len(w):
         lo, hi = _clip_search(w, levels)
     else:
         lo, hi = w.min(axis=1), w.max(axis=1)

@@ -161,11 +161,11 @@ def _executorch_linear(name: str, mode: str) -> ExportStep:
 def _litert_linear(name: str, mode: str) -> ExportStep:
     if mode == "weights":
         return ExportStep("int8 per-channel weights, fp32 activations (ai-edge-quantizer weight_only wi8)", True)
-    approx = () if mode == "dynamic" else (
-        f"{name}: static int8 activations are approximated by dynamic int8 "
-        "(LiteRT static quantization makes the model's inputs/outputs int8)",)
-    return ExportStep("int8 per-channel weights, dynamic int8 activations (ai-edge-quantizer dynamic wi8)",
-                      mode == "dynamic", approx)
+    if mode == "static":    # LiteRT static quantization would make the model's inputs/outputs int8
+        return ExportStep("int8 per-channel weights (ai-edge-quantizer weight_only wi8); static int8 activations "
+                          "rounded with the plan's scales by DIV + ROUND (half-to-even) + clamp + MUL in fp32 "
+                          "(exact values, fp32 compute)", True)
+    return ExportStep("int8 per-channel weights, dynamic int8 activations (ai-edge-quantizer dynamic wi8)", True)
 
 
 @export_hook(ConvInt8Weights)

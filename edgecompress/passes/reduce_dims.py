@@ -35,6 +35,13 @@ def low_rank(w: np.ndarray, d: int):
     return (w @ top).astype(np.float32), np.ascontiguousarray(top.T).astype(np.float32)
 
 
+def with_projection(p, a: np.ndarray, proj: np.ndarray, info: dict):
+    """The reduced form of table ``p``: rows A [R, d] and the projection P [d, D] back to the
+    full width. Shared with gradual_prune.py, so both write the same shapes."""
+    return p.replace(arrays={**p.arrays, "data": a, "proj": proj},
+                     info={**p.info, "dim": a.shape[1], "full_dim": proj.shape[1], **info})
+
+
 @register(EmbeddingDimReduce)
 def reduce_dims_(program, config: EmbeddingDimReduce, ctx, filter_fn):
     for name in program.tables():
@@ -49,9 +56,7 @@ def reduce_dims_(program, config: EmbeddingDimReduce, ctx, filter_fn):
             continue
         a, proj = low_rank(w, config.dim)
         kept_energy = float((a ** 2).sum() / max((w.astype(np.float64) ** 2).sum(), 1e-30))
-        program.params[name] = p.replace(arrays={**p.arrays, "data": a, "proj": proj},
-                                         info={**p.info, "dim": config.dim, "full_dim": full,
-                                               "energy_kept": kept_energy})
+        program.params[name] = with_projection(p, a, proj, {"energy_kept": kept_energy})
         program.log.append({"pass": config.NAME, "param": name, "dim": [full, config.dim],
                             "energy_kept": kept_energy, "bytes": [p.nbytes, program.params[name].nbytes]})
     return program

@@ -124,6 +124,8 @@ def build_report(*, result, program, model, data, train, metric, latency_model) 
             "candidates": [dict(c.summary(), pareto=c in search.front, feasible=c in search.feasible)
                            for c in search.candidates],
             "sensitivity": search.sensitivity,
+            # training-aware moves (compile(train_budget=...)): what each bought (bytes, Δmetric) and cost (s)
+            "training": None if getattr(search, "training", None) is None else search.training.summary(),
         },
     }
 
@@ -151,7 +153,7 @@ def write_budget_report(directory, *, error, planner, target: str, metric: str) 
     rep = {"schema": "edgecompress.budget-report/1", "target": target, "metric": metric, "error": str(error),
            "budgets": {"memory_bytes": mem, "latency_s": lat, "latency_batch": planner.batch},
            "formats": {f: ("exact" if f == "numpy" else planner.format_sizes.how(f)) for f in formats},
-           "plans": rows}
+           "plans": rows, "training": None if planner.training is None else planner.training.summary()}
     (out / "report.json").write_text(json.dumps(rep, indent=1, default=float))
     (out / "report.html").write_text(render_budget_html(rep))
     return {"json": out / "report.json", "html": out / "report.html"}

@@ -10,8 +10,11 @@
 3. Keep the Pareto front (size, latency, metric); for the best structural plan
    try distillation. Pick the most accurate plan inside both budgets, preferring
    the smallest among those within ``tolerance`` of the best.
-4. Nothing fits: BudgetError naming the smallest and the fastest plans found and
-   the budgets they would need.
+4. With training rows and ``train_budget`` (seconds), when no plan fits or the best that fits is
+   beyond ``tolerance`` of fp32: training-aware moves (QAT, product quantization: the registry
+   plan/training_moves.py) within that time (plan/training_search.py).
+5. Nothing fits: BudgetError naming the smallest and the fastest plans found, the budgets
+   they would need, and what training tried (or that --train-budget would try it).
 
 The memory budget holds for every format that ships: the numpy bundle (exact,
 ``size_fn``) and each app artifact (``format_sizes``: its stored tensors plus
@@ -35,6 +38,7 @@ from ..passes.fp16 import Fp16Weights
 from ..passes.prune_rows import remap_dtype
 from .cost import TableLayout
 from .states import Candidate, PlanState, SearchResult, TableState, pareto
+from .training_search import search_training, training_said
 
 BITS = (32, 8, 4, 2)
 KEEPS = (1.0, 0.5, 0.25, 0.1, 0.05)
@@ -51,7 +55,7 @@ class Planner:
     def __init__(self, program, *, metric: str, evaluate_fn, size_fn, latency, latency_batch: int,
                  memory_budget: int | None, latency_budget: float | None, tolerance: float = 5e-4,
                  max_steps: int = 40, extra_steps: int = 3, distill: Distill | None = None, progress=True,
-                 log=None, format_sizes=None, context=None):
+                 log=None, format_sizes=None, context=None, train_budget: float | None = None):
         self.base, self.context = program, context or PassContext()   # what passes learn from
         self.metric = metric
         self.higher = higher_is_better(metric)
@@ -63,6 +67,7 @@ class Planner:
         self.progress = progress
         self.log = log or (lambda msg: None)
         self.format_sizes = format_sizes
+        self.train_budget, self.training = train_budget, None    # seconds; plan/training_search.py's record
         self.cache: dict = {}
         self.table_cache: dict = {}
         self.tables = program.tables()
@@ -99,7 +104,7 @@ class Planner:
 
     def build(self, state: PlanState):
         """The compressed program for a state (tables from the per-table cache)."""
-        if state.distill:
+        if state.distill or state.training:
             prog = self.base.copy()
             return apply_plan(prog, self.plan_of(state), self.context)
         prog = self.base.copy()
@@ -201,7 +206,8 @@ class Planner:
         bar = tqdm(total=2 + self.max_steps, desc="plan search", disable=None if self.progress else True,
                    leave=False)
         if resume:
-            state = min((c for c in self.cache.values() if not c.state.distill), key=self._bytes).state
+            state = min((c for c in self.cache.values() if not (c.state.distill or c.state.training)),
+                        key=self._bytes).state
         else:
             self.evaluate(fp32, "fp32")
             # fp16 everywhere: half of fp32 at (nearly) its accuracy, for budgets int8 rows would overshoot
@@ -251,11 +257,16 @@ class Planner:
                 if self._fits(d):
                     feasible.append(d)
             cands = list(self.cache.values())
+        if not resume and self.train_budget is not None and self.context.train_data is not None:
+            self.training = search_training(self, self.evaluate(fp32), feasible)
+            cands = list(self.cache.values())
+            feasible = [c for c in cands if self._fits(c)]
         self._result = SearchResult(chosen=None, candidates=cands, front=pareto(cands, self.higher),
                                     sensitivity=self._sens_report(),
                                     budgets={"memory_bytes": self.mem, "latency_s": self.lat,
                                              "latency_batch": self.batch},
-                                    metric_name=self.metric, seconds=time.perf_counter() - t0, feasible=feasible)
+                                    metric_name=self.metric, seconds=time.perf_counter() - t0, feasible=feasible,
+                                    training=self.training)
         if not feasible:
             raise self._infeasible(cands)
         self._result.chosen = self._choose(feasible)
@@ -382,4 +393,4 @@ class Planner:
             f"; fastest plan: {fastest.latency_s * 1e3:.3g} ms at batch {self.batch} "
             f"({fastest.state.describe()}). Raise the budgets to at least --memory-budget "
             f"{need}B / --latency-budget {fastest.latency_s * 1e3:.3g}ms@{self.batch}, ship fewer formats "
-            "(--formats), or pick a bigger target.")
+            "(--formats), or pick a bigger target. " + training_said(self))

@@ -1,6 +1,7 @@
 """What the planner searches over: a plan state (per table bits / kept rows / width, per
-MLP group kept neurons, Linear int8 or not, distilled or not), the candidate a state
-becomes once measured, the search's result, and the Pareto front of candidates."""
+MLP group kept neurons, Linear int8 or not, distilled or not; or a training-aware move's
+pass configs, plan/training_moves.py), the candidate a state becomes once measured, the
+search's result, and the Pareto front of candidates."""
 from __future__ import annotations
 
 import dataclasses
@@ -24,9 +25,12 @@ class PlanState:
     layers: dict = field(default_factory=dict)      # producer weight -> keep ratio
     linear: str = "int8"                            # "fp32" | "fp16" | "int8"
     distill: bool = False
+    training: tuple = ()                            # a training-aware move: its pass configs, the whole plan
+    move: str = ""                                  # that move's name (plan/training_moves.py)
 
     def key(self):
-        return (tuple(sorted(self.tables.items())), tuple(sorted(self.layers.items())), self.linear, self.distill)
+        return (tuple(sorted(self.tables.items())), tuple(sorted(self.layers.items())), self.linear, self.distill,
+                self.training)
 
     def with_table(self, name, **kw):
         t = dict(self.tables)
@@ -40,6 +44,8 @@ class PlanState:
 
     def plan(self, distill_config=None) -> list:
         """Pass configs in canonical order; tables with equal settings share a config."""
+        if self.training:
+            return list(self.training)
         def grouped(attr, default):
             out = {}
             for name, st in sorted(self.tables.items()):
@@ -72,6 +78,8 @@ class PlanState:
         return plan
 
     def describe(self) -> str:
+        if self.training:
+            return f"{self.move} (trained)"
         bits = sorted({s.bits for s in self.tables.values()})
         parts = ["fp32" if bits == [32] else "tables " + "/".join(f"int{b}" if b < 16 else f"fp{b}" for b in bits)]
         pruned = [s.keep for s in self.tables.values() if s.keep < 1]
@@ -120,6 +128,7 @@ class SearchResult:
     metric_name: str
     seconds: float
     feasible: list
+    training: object = None        # plan/training_search.py TrainingRecord: what training-aware moves did
 
 
 def pareto(cands, higher: bool) -> list:

@@ -163,6 +163,27 @@ def model_parts(rep: dict) -> list[str]:
     return parts
 
 
+def training_part(t: dict | None) -> list[str]:
+    """Training-aware moves (compile(train_budget=...)): per move what it bought and what it cost."""
+    if not t:
+        return []
+    m, post = t["metric"], t.get("post_training")
+    fp32 = f"fp32: {t['fp32']['bytes']:,} B, {esc(m)} {t['fp32']['metric']:.4f}"
+    if post:
+        fp32 += f"; best post-training plan that fits: {esc(post['describe'])}, {post['bytes']:,} B, " \
+                f"{esc(m)} {post['metric']:.4f}"
+    head = (f"{esc(t['reason'])}. Budget {t['budget_s']:g} s, {t['spent_s']:.1f} s spent. {fp32}. "
+            f"{esc(t['stopped'])} Metrics on the validation rows.")
+
+    def num(v, fmt):
+        return "-" if v is None else format(v, fmt)
+    return ["<h2>Training-aware moves</h2>", f"<p class='note'>{head}</p>",
+            kit.table(["move", "status", "bytes", "x vs fp32", f"Δ{m} vs fp32", "training (s)", "all (s)", "note"],
+                      [[r["move"], r["status"], num(r["bytes"], ","), num(r["ratio_vs_fp32"], ".1f"),
+                        num(r["delta_metric"], "+.4f"), f"{r['train_s']:.1f}", f"{r['wall_s']:.1f}", r["why"]]
+                       for r in t["moves"]], text_cols=(0, 1, 7))]
+
+
 def render_html(rep: dict) -> str:
     """``report.html`` from ``report.json``'s dict."""
     m, b = rep["metric"], rep["budgets"]
@@ -185,6 +206,7 @@ def render_html(rep: dict) -> str:
                      "plan.</p>")
         parts.append(pareto_svg(rep))
         parts += sensitivity_part(rep)
+        parts += training_part(s.get("training"))
     parts += latency_part(rep)
     parts += model_parts(rep)
     return kit.page("edgecompress report", parts)
@@ -233,4 +255,5 @@ def render_budget_html(rep: dict) -> str:
                         [[p["describe"], f"{p['metric']:.4f}",
                           f"{p['latency_s'] * 1e3:.3g}" + (" (over)" if lat and p["latency_s"] > lat else "")]
                          + [cell(p["bytes"][f]) for f in formats] for p in plans], text_cols=(0,))]
+    parts += training_part(rep.get("training"))
     return kit.page("edgecompress report", parts)

@@ -63,6 +63,8 @@ def _stored_rows(where: str, kind: str, shape, bits: int, width: int, arrays: di
         return c.shape[0]
     if kind == "pq":
         return _pq_rows(where, bits, width, arrays)
+    if kind == "clustered":
+        return _clustered_rows(where, shape, bits, arrays)
     if kind == "channel_int8":
         c = arrays["codes"]
         _need(c.dtype == np.int8 and c.ndim == 2 and c.shape[0] == rows and c.size == math.prod(shape),
@@ -98,3 +100,22 @@ def _pq_rows(where: str, bits: int, width: int, arrays: dict) -> int:
         _need(int(unpack_bits(c, bits, cb.shape[0]).max()) < cb.shape[1], f"{where}.members[\"codes\"]",
               f"values must be in 0..{cb.shape[1] - 1}")
     return c.shape[0]
+
+
+def _clustered_rows(where: str, shape, bits: int, arrays: dict) -> int:
+    """A 2-D weight [O, I]: codes uint8 [O, ceil(I*bits/8)] < K, codebook float [1 or O, K <= 2**bits]."""
+    from .params import unpack_bits
+    _need(len(shape) == 2, f"{where}.shape", f"a clustered weight is 2-D, got {list(shape)}")
+    _need("remap" not in arrays and "proj" not in arrays, f"{where}.members", "a clustered weight has no remap / proj")
+    rows, cols = shape
+    cb, c = arrays["codebook"], arrays["codes"]
+    _need(cb.ndim == 2 and cb.dtype.kind == "f" and cb.shape[0] in (1, rows) and 1 <= cb.shape[1] <= (1 << bits),
+          f"{where}.members[\"codebook\"]", f"must be float [1 or {rows}, K <= {1 << bits}], got {cb.dtype} {list(cb.shape)}")
+    _need(bool(np.isfinite(cb).all()), f"{where}.members[\"codebook\"]", "must be finite")
+    per = math.ceil(cols * bits / 8)
+    _need(c.dtype == np.uint8 and c.shape == (rows, per), f"{where}.members[\"codes\"]",
+          f"must be uint8 [{rows}, {per}], got {c.dtype} {list(c.shape)}")
+    if c.size and (1 << bits) > cb.shape[1]:
+        _need(int(unpack_bits(c, bits, cols).max()) < cb.shape[1], f"{where}.members[\"codes\"]",
+              f"values must be in 0..{cb.shape[1] - 1}")
+    return rows

@@ -16,6 +16,13 @@ Storage kinds (manifest ``params[name]["kind"]``; member arrays in brackets):
                   of codebooks[m, code[r, m]] over the M sub-spaces; 4-bit codes are packed two
                   per byte, low bits first. Gathers look up only the gathered rows' codes and
                   their codebook entries: the table is never materialized
+- ``clustered``   [codes: uint8 [O, ceil(I*bits/8)], codebook: float16/float32 [G, K]]
+                  a k-means clustered (weight-shared) Linear weight [O, I], bits 2..8,
+                  K <= 2**bits shared values per layer (G = 1) or per output row (G = O):
+                  w[o, i] = codebook[o if G > 1 else 0, code[o, i]]; codes packed as a
+                  little-endian bit stream per row (pack_bits). Materialized as fp32 once,
+                  on first use, like every Linear weight: what the kind saves is bundle
+                  bytes, not run-time memory
 
 Optional arrays on tables, applied on gather in this order:
 - ``remap`` int32 [R]: logical row -> stored row (row pruning: rare rows share
@@ -37,6 +44,7 @@ once, on first use: they are a few percent of a recommender's bytes.
 """
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -50,6 +58,7 @@ KINDS = {
     "fp16": ("data",),
     "csr": ("data", "indices", "indptr"),
     "pq": ("codes", "codebooks"),
+    "clustered": ("codes", "codebook"),
 }
 OPTIONAL = ("remap", "proj", "act_scale")
 DEQUANT_AT_LOAD_BYTES = int(float(os.environ.get("EDGECOMPRESS_RUNTIME_DEQUANT_AT_LOAD_MB", "1")) * 2**20)
@@ -59,6 +68,8 @@ def unpack_bits(packed: np.ndarray, bits: int, dim: int) -> np.ndarray:
     """uint8 [..., ceil(dim*bits/8)] -> uint8 codes [..., dim], low bits first."""
     if bits == 8:
         return packed
+    if 8 % bits:
+        return _unpack_stream(packed, bits, dim)
     per = 8 // bits
     mask = (1 << bits) - 1
     shifts = np.arange(per, dtype=np.uint8) * bits
@@ -82,6 +93,8 @@ def pack_bits(codes: np.ndarray, bits: int) -> np.ndarray:
     """Inverse of unpack_bits (used by the host's quantization pass)."""
     if bits == 8:
         return codes.astype(np.uint8)
+    if 8 % bits:
+        return _pack_stream(codes, bits)
     per = 8 // bits
     dim = codes.shape[-1]
     pad = (-dim) % per
@@ -90,6 +103,21 @@ def pack_bits(codes: np.ndarray, bits: int) -> np.ndarray:
     c = codes.reshape(codes.shape[:-1] + (-1, per)).astype(np.uint8)
     shifts = np.arange(per, dtype=np.uint8) * bits
     return np.bitwise_or.reduce(c << shifts, axis=-1).astype(np.uint8)
+
+
+def _pack_stream(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Codes of any width 1..7 as one little-endian bit stream per row (code j at bits
+    j*bits .. j*bits+bits-1): the same layout as the whole-byte packing for 1, 2 and 4 bits,
+    and no wasted bits for 3, 5, 6 and 7."""
+    stream = np.unpackbits(codes.astype(np.uint8)[..., None], axis=-1, bitorder="little")[..., :bits]
+    stream = stream.reshape(codes.shape[:-1] + (-1,))
+    return np.packbits(stream, axis=-1, bitorder="little")
+
+
+def _unpack_stream(packed: np.ndarray, bits: int, dim: int) -> np.ndarray:
+    stream = np.unpackbits(packed, axis=-1, bitorder="little")[..., :dim * bits]
+    stream = stream.reshape(packed.shape[:-1] + (dim, bits))
+    return (stream << np.arange(bits, dtype=np.uint8)).sum(-1, dtype=np.uint8)
 
 
 def quantize_channels(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -152,6 +180,8 @@ class Param:
             return self._dequant_rows(self.arrays["codes"], self._scale, self._bias)
         if self.kind == "pq":
             return self._pq_rows(self.arrays["codes"])
+        if self.kind == "clustered":
+            return self._declustered()
         if self.kind == "csr":
             a = self.arrays
             out = np.zeros(self.shape, dtype=np.float32)
@@ -197,6 +227,14 @@ class Param:
         out *= scale[..., None]
         out += bias[..., None]
         return out
+
+    def _declustered(self) -> np.ndarray:
+        """codes [O, ceil(I*bits/8)] + codebook [G, K] -> the fp32 weight [O, I]."""
+        book = self.arrays["codebook"].astype(np.float32)
+        codes = unpack_bits(self.arrays["codes"], self.bits, math.prod(self.shape[1:])).astype(np.int64)
+        if book.shape[0] == 1:
+            return np.take(book[0], codes)
+        return np.take_along_axis(book, codes, axis=1)
 
     def _pq_rows(self, codes):
         """packed codes [N, ceil(M*bits/8)] -> rows [N, M * D/M] through the codebooks."""

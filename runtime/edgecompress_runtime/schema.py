@@ -29,7 +29,8 @@ MAX_ELEMENTS = 1 << 32            # elements of one declared shape
 MAX_INT = 1 << 62                 # integer arguments in the graph
 MAX_LIST_ARGS = 4096              # one list argument of a graph node (e.g. cat's tensors)
 MAX_BATCH = 1 << 31               # largest max_batch a manifest may declare
-BITS = {"fp32": {32}, "csr": {32}, "rowwise": {1, 2, 4, 8}, "channel_int8": {8}, "fp16": {16}, "pq": {4, 8}}
+BITS = {"fp32": {32}, "csr": {32}, "rowwise": {1, 2, 4, 8}, "channel_int8": {8}, "fp16": {16}, "pq": {4, 8},
+        "clustered": set(range(2, 9))}
 DTYPES = ("float32", "int64")
 REQUIRED = ("inputs", "model", "reference")     # besides format, format_version, members (bundle.py)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -201,6 +202,9 @@ def _params(m: dict, listed: dict) -> dict:
         _need(len(shape) >= 1, f"{where}.shape", "must have at least one dimension")
         _need(p.get("act") in (None, "dynamic", "static"), f"{where}.act",
               f"{_short(repr(p.get('act')), 40)} not in (null, 'dynamic', 'static')")
+        # int8 activations are computed against int8 weights only; another kind would fail at run time
+        _need(p.get("act") is None or kind == "channel_int8", f"{where}.act",
+              f"int8 activations need kind 'channel_int8', not {kind!r}")
         roles = _obj(p.get("members"), f"{where}.members")
         for r, member in roles.items():
             _need(r in KINDS[kind] + OPTIONAL, f"{where}.members", f"unknown array role {_short(repr(r), 40)}")
