@@ -6,7 +6,8 @@ Linear weights, the planner at 1/4 and 1/16 of the fp32 bundle; with training (t
 and two-tower, whose rows report Δrecall@10) also int2 rows (clip search) and quantization-aware training (passes/qat.py: int4, int2 and 1-bit sign rows, each +
 int8 Linear, fine-tuned from the trained model on train rows; epochs chosen on validation rows,
 ``QAT_GRID``; ``qat_train_s`` the pass's own time) and product quantization (passes/product_quant.py:
-``PQ_SHAPES`` x ``PQ_FINETUNE`` chosen on validation rows, + int8 Linear; ``--pq-only``: fp32, int8
+``PQ_SHAPES`` x ``PQ_FINETUNE`` chosen on validation rows, + int8 Linear; these rows are made by
+compression_methods.py; ``--pq-only``: fp32, int8
 and these rows only, results/compression_pq_{synthetic,movielens}.json). ``targets`` in the JSON: the best size
 ratio at delta >= -0.001 and >= -0.005 per data set and model against issue 16's 16x / 50x.
 ``--models dlrm --no-planner [--datasets synthetic --quick] --out PATH`` runs only those rows
@@ -50,14 +51,13 @@ from edgecompress.metrics import evaluate_ctr, evaluate_retrieval, torch_predict
 from edgecompress.models.zoo import model_for_data
 from edgecompress.passes import EmbeddingRowwiseQuant, LinearInt8Weights
 from edgecompress.passes.fp16 import Fp16Weights
-from edgecompress.passes.product_quant import ProductQuant
-from edgecompress.passes.qat import QAT
 from edgecompress.errors import BudgetError
 from edgecompress.train import train
 
+from compression_methods import DIM, pq_rows, qat_rows  # noqa: E402 (beside this file)
+
 OUT = Path(__file__).parent / "results" / "compression.json"
 SCHEMA = "edgecompress.bench.compression/2"
-DIM = 64
 CTR_SPLIT = (0.9, 0.05, 0.05)
 SEED = 0
 SAME_MODEL_TOL = 1e-4     # metric units: the fp32 model on the old rows vs the old fp32 figure
@@ -237,88 +237,6 @@ def _finish(rows, train_s) -> list:
                              "note": "selection-row figure minus test-row figure, metric units; delta_vs_fp32 "
                                      "nets out how the validation and test rows differ for the fp32 model"}
     return rows
-
-
-# chosen per bit width on validation rows. lr 1e-3 for 1-3 epochs cost 0.006-0.008 test AUC on the
-# full synthetic DLRM (dim 64; the source model is already at its best after 2 epochs: more training overfits)
-QAT_GRID = ({"epochs": 1.0, "lr": 1e-4}, {"epochs": 1.0, "lr": 1e-3})
-QAT_BITS = ((4, True), (2, True), (1, True))
-
-
-def _bundle_metric(path, data) -> float:
-    """The bundle's AUC (CTR rows) or recall@10 (retrieval users) on ``data``: how settings are chosen."""
-    import edgecompress_runtime as ecr
-    m = ecr.load(path, backend="numpy")
-    fn = lambda f: np.asarray(m.predict(f), dtype=np.float32).reshape(-1)   # noqa: E731
-    if hasattr(data, "test_user"):
-        return evaluate_retrieval(fn, data)["recall@10"]
-    return evaluate_ctr(fn, data)["auc"]
-
-
-def qat_rows(model, name, kind, tr, va, te, tmp, timed) -> dict:
-    """Quantization-aware training from the trained model (distillation + labels on train rows): per
-    bit width, the QAT_GRID setting with the best validation AUC (recall@10 for two-tower); its test AUC is reported. The
-    training time is the QAT pass's own (from a separate run of the pass: compile adds export time)."""
-    from edgecompress.graph import lower
-    from edgecompress.graph.io import CallConvention
-    from edgecompress.passes import PassContext, apply_pass
-    out = {}
-    for bits, lin in QAT_BITS:
-        best = None
-        for grid in QAT_GRID:
-            cfg = QAT(bits=bits, linear_int8=lin, **grid)
-            res, s, l0 = timed(output=tmp / f"{name}-{kind}-qat{bits}-{grid['epochs']:g}-{grid['lr']:g}.ecb", plan=[cfg])
-            v = _bundle_metric(res.path, va)
-            if best is None or v > best[0]:
-                best = (v, cfg, res, s, l0)
-        v, cfg, res, s, l0 = best
-        call = CallConvention.infer(model, tr.inputs)
-        prog = lower(model, {k: np.asarray(tr.inputs[k][:8]) for k in call.names}, call)
-        t = time.perf_counter()
-        apply_pass(prog, cfg, ctx=PassContext(teacher=model, train_data=tr))
-        label = f"QAT int{bits} rows" + (" + int8 Linear" if lin else "")
-        out[label] = (res, s, l0, {"qat": cfg.to_dict(), "qat_train_s": time.perf_counter() - t,
-                                   "value_valid_qat": v, "grid": list(QAT_GRID)})
-    return out
-
-
-# product quantization (passes/product_quant.py), M sub-vectors of DIM/M values, codes of `bits`, K
-# codebook entries per sub-space, with int8 Linear: per shape, k-means only vs k-means + codebook
-# fine-tuning, chosen on validation rows. K = 64 with 8-bit codes: small tables (MovieLens), where
-# 256-entry codebooks (K*DIM*2 bytes a table) outweigh the codes
-PQ_SHAPES = ((DIM // 4, 8, 256), (DIM // 8, 8, 256), (DIM // 8, 8, 64), (DIM // 16, 8, 64), (DIM // 4, 4, 16),
-             (DIM // 8, 4, 16), (DIM // 16, 4, 16))
-PQ_FINETUNE = ({"finetune_epochs": 0.0}, {"finetune_epochs": 1.0, "lr": 1e-3}, {"finetune_epochs": 3.0, "lr": 3e-3},
-               {"finetune_epochs": 1.0, "lr": 1e-3, "train_dense": True})
-
-
-def pq_rows(model, name, kind, tr, va, te, tmp, timed, training=True) -> dict:
-    """Per PQ shape, the PQ_FINETUNE setting with the best validation AUC / recall@10 (k-means only when
-    ``training`` is off); its test AUC is reported. ``qat_train_s``: the pass's own time (k-means
-    + fine-tuning, from a separate run of the chosen setting: compile adds export time)."""
-    from edgecompress.graph import lower
-    from edgecompress.graph.io import CallConvention
-    from edgecompress.passes import PassContext, apply_pass
-    out = {}
-    for m, bits, k in PQ_SHAPES:
-        best = None
-        for grid in PQ_FINETUNE if training else PQ_FINETUNE[:1]:
-            cfg = ProductQuant(sub_vectors=m, bits=bits, entries=k, **grid)
-            res, s, l0 = timed(output=tmp / f"{name}-{kind}-pq{m}x{bits}x{k}-{grid['finetune_epochs']:g}.ecb",
-                               plan=[cfg, LinearInt8Weights()])
-            v = _bundle_metric(res.path, va)
-            if best is None or v > best[0]:
-                best = (v, cfg, res, s, l0)
-        v, cfg, res, s, l0 = best
-        call = CallConvention.infer(model, tr.inputs)
-        prog = lower(model, {k: np.asarray(tr.inputs[k][:8]) for k in call.names}, call)
-        t = time.perf_counter()
-        apply_pass(prog, cfg, ctx=PassContext(teacher=model, train_data=tr))
-        ft = f" +ft {cfg.finetune_epochs:g} ep" + (" (+MLP)" if cfg.train_dense else "") if cfg.finetune_epochs else ""
-        label = f"PQ M={m} {bits}-bit K={k}{ft} + int8 Linear"
-        out[label] = (res, s, l0, {"pq": cfg.to_dict(), "qat_train_s": time.perf_counter() - t,
-                                   "value_valid_pq": v, "grid": list(PQ_FINETUNE) if training else []})
-    return out
 
 
 def big_compile(tmp) -> dict:

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from compression import (DIM, SCHEMA, _bundle_metric, _embedding_bytes, _finish, _load, code_measured,  # noqa: E402
+from compression_methods import _bundle_metric  # noqa: E402
+from compression import (DIM, SCHEMA, _embedding_bytes, _finish, _load, code_measured,  # noqa: E402
                          ctr_roles, describe_roles, machine, print_table, targets)
 
 import edgecompress as ec  # noqa: E402

@@ -3,7 +3,7 @@
 
     .venv/bin/python benchmarks/farm.py [--job-seconds 0.2] [--bundles 8] [--boards 1,4,8,16]
 
-A Ray lab on this machine (tests/boards.py ``RayLab``): a head and 4 lab hosts, each a
+A Ray lab on this machine (tests/ray_lab.py ``RayLab``): a head and 4 lab hosts, each a
 ``ray start`` node in its own network namespace, each offering 4 simulated boards (one
 profile). A simulated board's benchmark is a sleep of ``--job-seconds`` (no SSH, no
 runtime): what is left of a job's wall time is the pool's own cost. For N boards (spread
@@ -91,7 +91,8 @@ def main() -> int:
         addr, names, bundles = args.drive
         print(json.dumps(drive(addr, names.split(","), bundles.split(","), args.job_seconds)))
         return 0
-    from boards import RayLab, is_root, netns_available
+    from boards import is_root, netns_available
+    from ray_lab import RayLab
     if not is_root() or not netns_available():
         print("needs root and network namespaces")
         return 77

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from boards import RayLab, is_root, netns_available
+from boards import is_root, netns_available
+from ray_lab import RayLab
 
 pytest.importorskip("ray", reason="Ray is the optional extra edgecompress[farm]")
 
