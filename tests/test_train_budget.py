@@ -126,7 +126,14 @@ def test_a_tiny_budget_stops_after_the_first_move_and_says_so(small, tmp_path):
     trained = [r for r in rec.runs if r.status == "trained"]
     assert len(trained) == 1 and trained[0].rows == MIN_STEPS * 1024
     assert res.plan == trained[0].plan and res.size_bytes <= BUDGET
-    untried = [r.move for r in rec.runs if r.status == "not tried"]
+    others = [r for r in rec.runs if r is not trained[0]]
+    if rec.fp32["metric"] - trained[0].metric <= 5e-4:
+        # four steps already brought it within compile's tolerance of fp32 (it happens on some thread
+        # timings): the stage stops there, and the rest are not needed rather than out of budget
+        assert "fits the budgets within" in rec.stopped
+        assert all(r.status == "skipped" for r in others)
+        return
+    untried = [r.move for r in others if r.status == "not tried"]
     assert untried and "training budget is spent" in rec.stopped and all(m in rec.stopped for m in untried)
     assert any("training budget is spent" in w for w in res.warnings)
 
